@@ -1,0 +1,269 @@
+//! The unit of buffered audio and its one binary encoding.
+//!
+//! A chunk is whole codec frames of about half a second. The same encoding travels in NATS
+//! messages, in the rewind transport between master and slaves and in dump files, so it is
+//! versioned (magic + version byte) and every length field is wide enough for long titles and
+//! high bitrates (the original's u8/u16 length fields were not).
+
+use std::sync::Arc;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use serde::Serialize;
+
+/// Now-playing metadata current at a point of the audio.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Meta {
+    pub title: String,
+    pub url: String,
+}
+
+/// Chunk flag: the audio does not continue the previous chunk (new source, gap, codec change).
+pub const FLAG_DISCONTINUITY: u8 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chunk {
+    /// Per stream, strictly increasing, never reused (survives restarts).
+    pub seq: u64,
+    /// Content time of the first sample, microseconds since the Unix epoch.
+    pub ts: i64,
+    /// Exact duration in microseconds (sum of the frames').
+    pub duration: u32,
+    /// PCM samples per channel in the chunk; with the codec's rate this gives exact timestamps.
+    pub samples: u32,
+    pub frames: u32,
+    pub flags: u8,
+    /// Codec key, e.g. `mp3-44100-128-s`.
+    pub codec: Arc<str>,
+    pub meta: Arc<Meta>,
+    pub data: Bytes,
+}
+
+impl Chunk {
+    pub fn end(&self) -> i64 {
+        self.ts + i64::from(self.duration)
+    }
+
+    pub fn is_discontinuity(&self) -> bool {
+        self.flags & FLAG_DISCONTINUITY != 0
+    }
+}
+
+const MAGIC: &[u8; 3] = b"SMC";
+const VERSION: u8 = 1;
+/// Fixed part: magic, version, seq, ts, duration, samples, frames, flags.
+const FIXED_LEN: usize = 3 + 1 + 8 + 8 + 4 + 4 + 4 + 1;
+/// Codec keys are short identifiers; anything longer is corruption.
+const MAX_CODEC_LEN: usize = 64;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("not a chunk (bad magic)")]
+    BadMagic,
+    #[error("unsupported chunk encoding version {0}")]
+    Version(u8),
+    #[error("chunk is truncated")]
+    Truncated,
+    #[error("chunk field `{0}` is invalid")]
+    Invalid(&'static str),
+    #[error("{0} trailing bytes after the chunk")]
+    Trailing(usize),
+}
+
+impl Chunk {
+    pub fn encoded_len(&self) -> usize {
+        FIXED_LEN
+            + 2
+            + self.codec.len()
+            + 4
+            + self.meta.title.len()
+            + 4
+            + self.meta.url.len()
+            + 4
+            + self.data.len()
+    }
+
+    pub fn encode(&self, out: &mut BytesMut) {
+        out.reserve(self.encoded_len());
+        out.put_slice(MAGIC);
+        out.put_u8(VERSION);
+        out.put_u64_le(self.seq);
+        out.put_i64_le(self.ts);
+        out.put_u32_le(self.duration);
+        out.put_u32_le(self.samples);
+        out.put_u32_le(self.frames);
+        out.put_u8(self.flags);
+        // Codec keys are ASCII identifiers well under 64 bytes (checked on decode).
+        let codec = &self.codec.as_bytes()[..self.codec.len().min(MAX_CODEC_LEN)];
+        out.put_u16_le(codec.len() as u16);
+        out.put_slice(codec);
+        put_str32(out, &self.meta.title);
+        put_str32(out, &self.meta.url);
+        put_bytes32(out, &self.data);
+    }
+
+    pub fn to_bytes(&self) -> Bytes {
+        let mut out = BytesMut::with_capacity(self.encoded_len());
+        self.encode(&mut out);
+        out.freeze()
+    }
+
+    /// Decode exactly one chunk occupying all of `buf`. The audio bytes are a zero-copy slice.
+    pub fn decode(buf: Bytes) -> Result<Chunk, DecodeError> {
+        let mut b = buf;
+        let chunk = Self::decode_from(&mut b)?;
+        if b.has_remaining() {
+            return Err(DecodeError::Trailing(b.remaining()));
+        }
+        Ok(chunk)
+    }
+
+    /// Decode one chunk from the front of `b`, advancing it.
+    pub fn decode_from(b: &mut Bytes) -> Result<Chunk, DecodeError> {
+        if b.remaining() < FIXED_LEN {
+            return Err(if b.remaining() >= 3 && &b[..3] != MAGIC {
+                DecodeError::BadMagic
+            } else {
+                DecodeError::Truncated
+            });
+        }
+        if &b[..3] != MAGIC {
+            return Err(DecodeError::BadMagic);
+        }
+        b.advance(3);
+        let version = b.get_u8();
+        if version != VERSION {
+            return Err(DecodeError::Version(version));
+        }
+        let seq = b.get_u64_le();
+        let ts = b.get_i64_le();
+        let duration = b.get_u32_le();
+        let samples = b.get_u32_le();
+        let frames = b.get_u32_le();
+        let flags = b.get_u8();
+        if b.remaining() < 2 {
+            return Err(DecodeError::Truncated);
+        }
+        let codec_len = usize::from(b.get_u16_le());
+        if codec_len > MAX_CODEC_LEN {
+            return Err(DecodeError::Invalid("codec"));
+        }
+        let codec = take(b, codec_len)?;
+        let codec = std::str::from_utf8(&codec).map_err(|_| DecodeError::Invalid("codec"))?;
+        let title = take_str32(b, "title")?;
+        let url = take_str32(b, "url")?;
+        let data = take32(b)?;
+        if ts.checked_add(i64::from(duration)).is_none() {
+            return Err(DecodeError::Invalid("ts"));
+        }
+        Ok(Chunk {
+            seq,
+            ts,
+            duration,
+            samples,
+            frames,
+            flags,
+            codec: Arc::from(codec),
+            meta: Arc::new(Meta { title, url }),
+            data,
+        })
+    }
+}
+
+fn put_str32(out: &mut BytesMut, s: &str) {
+    put_bytes32(out, s.as_bytes());
+}
+
+fn put_bytes32(out: &mut BytesMut, b: &[u8]) {
+    // A chunk never approaches 4 GiB (half a second of audio); titles are capped on input.
+    out.put_u32_le(b.len() as u32);
+    out.put_slice(b);
+}
+
+fn take(b: &mut Bytes, len: usize) -> Result<Bytes, DecodeError> {
+    if b.remaining() < len {
+        return Err(DecodeError::Truncated);
+    }
+    Ok(b.split_to(len))
+}
+
+fn take32(b: &mut Bytes) -> Result<Bytes, DecodeError> {
+    if b.remaining() < 4 {
+        return Err(DecodeError::Truncated);
+    }
+    let len = b.get_u32_le() as usize;
+    take(b, len)
+}
+
+fn take_str32(b: &mut Bytes, field: &'static str) -> Result<String, DecodeError> {
+    let raw = take32(b)?;
+    String::from_utf8(raw.to_vec()).map_err(|_| DecodeError::Invalid(field))
+}
+
+#[cfg(test)]
+pub(crate) fn test_chunk(seq: u64, ts: i64, title: &str) -> Chunk {
+    Chunk {
+        seq,
+        ts,
+        duration: 500_000,
+        samples: 22050,
+        frames: 19,
+        flags: 0,
+        codec: Arc::from("mp3-44100-128-s"),
+        meta: Arc::new(Meta {
+            title: title.into(),
+            url: String::new(),
+        }),
+        data: Bytes::from(vec![seq as u8; 8000]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_with_long_title_and_big_chunk() {
+        let mut c = test_chunk(7, 1_700_000_000_000_000, &"é".repeat(10_000));
+        c.data = Bytes::from(vec![3u8; 200_000]);
+        c.flags = FLAG_DISCONTINUITY;
+        let enc = c.to_bytes();
+        assert_eq!(enc.len(), c.encoded_len());
+        assert_eq!(Chunk::decode(enc).unwrap(), c);
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        let enc = test_chunk(1, 0, "x").to_bytes();
+        for cut in 0..enc.len() {
+            assert!(Chunk::decode(enc.slice(..cut)).is_err());
+        }
+        let mut bad = BytesMut::from(&enc[..]);
+        bad[3] = 9;
+        assert_eq!(Chunk::decode(bad.freeze()), Err(DecodeError::Version(9)));
+        assert_eq!(
+            Chunk::decode(Bytes::from_static(
+                b"hello world, this is not a chunk at all"
+            )),
+            Err(DecodeError::BadMagic)
+        );
+        let mut trailing = BytesMut::from(&enc[..]);
+        trailing.put_u8(0);
+        assert_eq!(
+            Chunk::decode(trailing.freeze()),
+            Err(DecodeError::Trailing(1))
+        );
+    }
+
+    #[test]
+    fn several_chunks_decode_in_sequence() {
+        let mut out = BytesMut::new();
+        for i in 0..3 {
+            test_chunk(i, i as i64 * 500_000, "t").encode(&mut out);
+        }
+        let mut b = out.freeze();
+        for i in 0..3 {
+            assert_eq!(Chunk::decode_from(&mut b).unwrap().seq, i);
+        }
+        assert!(!b.has_remaining());
+    }
+}

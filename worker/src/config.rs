@@ -1,0 +1,531 @@
+//! Configuration: the YAML file, its per-stream section (also the JSON stored in Redis), and the
+//! resolved settings the server runs with.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::codec::Format;
+
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:8000";
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8001";
+pub const DEFAULT_STREAM: &str = "live";
+pub const DEFAULT_REWIND: Duration = Duration::from_secs(4 * 3600);
+pub const DEFAULT_BURST: Duration = Duration::from_secs(30);
+pub const DEFAULT_ICY_METAINT: u32 = 16000;
+pub const DEFAULT_HLS_SEGMENT: Duration = Duration::from_secs(6);
+pub const DEFAULT_MAX_LAG: Duration = Duration::from_secs(30);
+
+/// Paths a stream key may not take because listener routes use them.
+const RESERVED_KEYS: &[&str] = &[
+    "admin",
+    "api",
+    "sg",
+    "healthz",
+    "readyz",
+    "metrics",
+    "index.html",
+    "favicon.ico",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid value for `{key}`: {message}")]
+    Invalid { key: String, message: String },
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!(
+                "unknown log format `{other}` (expected text or json)"
+            )),
+        }
+    }
+}
+
+/// The config file. Every key is optional; flags and `STREAMMACHINE_*` variables override it.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Listener and Icecast source address.
+    pub listen: Option<SocketAddr>,
+    /// Admin API address.
+    pub admin_listen: Option<SocketAddr>,
+    /// Bearer token for the admin API.
+    pub admin_token: Option<String>,
+    /// Default source password for every stream.
+    pub source_password: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    pub rewind: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub burst: Option<Duration>,
+    pub dump_dir: Option<PathBuf>,
+    #[serde(default, with = "humantime_serde")]
+    pub dump_interval: Option<Duration>,
+    pub log_format: Option<LogFormat>,
+    #[serde(default, with = "humantime_serde")]
+    pub chunk_duration: Option<Duration>,
+    /// Listeners across all streams.
+    pub max_listeners: Option<u32>,
+    /// Open TCP connections of any kind.
+    pub max_connections: Option<u32>,
+    #[serde(default, with = "humantime_serde")]
+    pub header_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub source_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub listener_max_lag: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub shutdown_timeout: Option<Duration>,
+    pub streams: Option<BTreeMap<String, StreamConfig>>,
+}
+
+/// One stream's settings as written in the config file or stored in Redis. Unset values fall back
+/// to the server-wide ones.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct StreamConfig {
+    #[serde(default)]
+    pub format: Format,
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub rewind: Option<Duration>,
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub burst: Option<Duration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub icy_metaint: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_listeners: Option<u32>,
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub listener_max_lag: Option<Duration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_password: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub hls_segment: Option<Duration>,
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        })
+    }
+
+    pub fn parse(text: &str) -> Result<FileConfig, String> {
+        if text.trim().is_empty() {
+            return Ok(FileConfig::default());
+        }
+        serde_saphyr::from_str(text).map_err(|e| e.to_string())
+    }
+}
+
+/// Server-wide settings after merging defaults, the file, env and flags.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub admin_token: Option<String>,
+    pub source_password: String,
+    pub rewind: Duration,
+    pub burst: Duration,
+    pub dump_dir: Option<PathBuf>,
+    pub dump_interval: Duration,
+    pub log_format: LogFormat,
+    pub chunk_duration: Duration,
+    pub max_listeners: Option<u32>,
+    pub max_connections: u32,
+    pub header_timeout: Duration,
+    pub source_timeout: Duration,
+    pub listener_max_lag: Duration,
+    pub shutdown_timeout: Duration,
+    pub streams: BTreeMap<String, StreamConfig>,
+}
+
+impl Settings {
+    pub fn defaults(source_password: String) -> Settings {
+        Settings {
+            listen: DEFAULT_LISTEN.parse().expect("valid default address"),
+            admin_listen: DEFAULT_ADMIN_LISTEN.parse().expect("valid default address"),
+            admin_token: None,
+            source_password,
+            rewind: DEFAULT_REWIND,
+            burst: DEFAULT_BURST,
+            dump_dir: None,
+            dump_interval: Duration::from_secs(60),
+            log_format: LogFormat::Text,
+            chunk_duration: Duration::from_millis(500),
+            max_listeners: None,
+            max_connections: 20_000,
+            header_timeout: Duration::from_secs(5),
+            source_timeout: Duration::from_secs(10),
+            listener_max_lag: DEFAULT_MAX_LAG,
+            shutdown_timeout: Duration::from_secs(10),
+            streams: BTreeMap::from([(DEFAULT_STREAM.to_string(), StreamConfig::default())]),
+        }
+    }
+
+    /// Apply the file's values over the defaults.
+    pub fn apply_file(&mut self, f: FileConfig) {
+        macro_rules! take {
+            ($($field:ident),*) => { $( if let Some(v) = f.$field { self.$field = v; } )* };
+        }
+        take!(
+            listen,
+            admin_listen,
+            source_password,
+            rewind,
+            burst,
+            dump_interval,
+            log_format,
+            chunk_duration,
+            max_connections,
+            header_timeout,
+            source_timeout,
+            listener_max_lag,
+            shutdown_timeout,
+            streams
+        );
+        if f.admin_token.is_some() {
+            self.admin_token = f.admin_token;
+        }
+        if f.dump_dir.is_some() {
+            self.dump_dir = f.dump_dir;
+        }
+        if f.max_listeners.is_some() {
+            self.max_listeners = f.max_listeners;
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.source_password.is_empty() {
+            return Err(invalid("source_password", "must not be empty"));
+        }
+        check_duration("rewind", self.rewind, Duration::from_secs(1), None)?;
+        check_duration(
+            "chunk_duration",
+            self.chunk_duration,
+            Duration::from_millis(20),
+            Some(Duration::from_secs(10)),
+        )?;
+        check_duration(
+            "dump_interval",
+            self.dump_interval,
+            Duration::from_secs(1),
+            None,
+        )?;
+        check_duration(
+            "header_timeout",
+            self.header_timeout,
+            Duration::from_millis(100),
+            None,
+        )?;
+        check_duration(
+            "source_timeout",
+            self.source_timeout,
+            Duration::from_millis(100),
+            None,
+        )?;
+        if self.max_connections == 0 {
+            return Err(invalid("max_connections", "must be at least 1"));
+        }
+        if self.streams.is_empty() {
+            return Err(invalid("streams", "at least one stream is required"));
+        }
+        for (key, s) in &self.streams {
+            validate_key(key)?;
+            s.validate(&format!("streams.{key}"))?;
+        }
+        if !self.admin_listen.ip().is_loopback() && self.admin_token.is_none() {
+            return Err(invalid(
+                "admin_token",
+                format!(
+                    "required when the admin API listens beyond loopback ({})",
+                    self.admin_listen
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A stream's effective settings.
+    pub fn stream(&self, key: &str, c: &StreamConfig) -> StreamSettings {
+        StreamSettings {
+            key: key.to_string(),
+            format: c.format,
+            rewind: c.rewind.unwrap_or(self.rewind),
+            burst: c.burst.unwrap_or(self.burst),
+            icy_metaint: c.icy_metaint.unwrap_or(DEFAULT_ICY_METAINT) as usize,
+            title: c.title.clone().unwrap_or_default(),
+            url: c.url.clone().unwrap_or_default(),
+            max_listeners: c.max_listeners,
+            listener_max_lag: c.listener_max_lag.unwrap_or(self.listener_max_lag),
+            source_password: c
+                .source_password
+                .clone()
+                .unwrap_or_else(|| self.source_password.clone()),
+            fallback: c.fallback.clone(),
+            group: c.group.clone(),
+            hls_segment: c.hls_segment.unwrap_or(DEFAULT_HLS_SEGMENT),
+        }
+    }
+}
+
+fn check_duration(
+    key: &str,
+    d: Duration,
+    min: Duration,
+    max: Option<Duration>,
+) -> Result<(), ConfigError> {
+    if d < min {
+        return Err(invalid(
+            key,
+            format!("must be at least {}", humantime::format_duration(min)),
+        ));
+    }
+    if let Some(max) = max
+        && d > max
+    {
+        return Err(invalid(
+            key,
+            format!("must be at most {}", humantime::format_duration(max)),
+        ));
+    }
+    Ok(())
+}
+
+/// Stream keys become URL path segments and NATS/Redis names.
+pub fn validate_key(key: &str) -> Result<(), ConfigError> {
+    let ok_chars = key
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if key.is_empty() || key.len() > 64 || !ok_chars {
+        return Err(invalid(
+            format!("streams.{key}"),
+            "stream keys are 1-64 characters of A-Z, a-z, 0-9, `-` and `_`",
+        ));
+    }
+    if RESERVED_KEYS.contains(&key) {
+        return Err(invalid(
+            format!("streams.{key}"),
+            "this name is reserved for a route",
+        ));
+    }
+    Ok(())
+}
+
+impl StreamConfig {
+    pub fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
+        if let Some(r) = self.rewind {
+            check_duration(
+                &format!("{prefix}.rewind"),
+                r,
+                Duration::from_secs(1),
+                Some(Duration::from_secs(7 * 24 * 3600)),
+            )?;
+        }
+        if let Some(m) = self.icy_metaint
+            && !(1..=65535).contains(&m)
+        {
+            return Err(invalid(
+                format!("{prefix}.icy_metaint"),
+                "must be between 1 and 65535",
+            ));
+        }
+        if let Some(s) = self.hls_segment {
+            check_duration(
+                &format!("{prefix}.hls_segment"),
+                s,
+                Duration::from_secs(1),
+                Some(Duration::from_secs(60)),
+            )?;
+        }
+        if let Some(p) = &self.source_password
+            && p.is_empty()
+        {
+            return Err(invalid(
+                format!("{prefix}.source_password"),
+                "must not be empty",
+            ));
+        }
+        if let Some(f) = &self.fallback
+            && !(f.starts_with("http://") || f.starts_with("https://") || f.starts_with("file://"))
+        {
+            return Err(invalid(
+                format!("{prefix}.fallback"),
+                "must be an http://, https:// or file:// URL",
+            ));
+        }
+        if let Some(g) = &self.group {
+            validate_key(g).map_err(|_| {
+                invalid(
+                    format!("{prefix}.group"),
+                    "group names follow the stream key rules",
+                )
+            })?;
+        }
+        for (key, value) in [("title", &self.title), ("url", &self.url)] {
+            if value.as_ref().is_some_and(|v| v.len() > 4096) {
+                return Err(invalid(format!("{prefix}.{key}"), "at most 4096 bytes"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A stream's settings with every default filled in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamSettings {
+    pub key: String,
+    pub format: Format,
+    pub rewind: Duration,
+    pub burst: Duration,
+    pub icy_metaint: usize,
+    pub title: String,
+    pub url: String,
+    pub max_listeners: Option<u32>,
+    pub listener_max_lag: Duration,
+    pub source_password: String,
+    pub fallback: Option<String>,
+    pub group: Option<String>,
+    pub hls_segment: Duration,
+}
+
+/// Parse `KEY` or `KEY:mp3` / `KEY:aac` as given to `--stream`.
+pub fn parse_stream_flag(s: &str) -> Result<(String, StreamConfig), String> {
+    let (key, format) = match s.split_once(':') {
+        Some((k, f)) => (k, f.parse::<Format>()?),
+        None => (s, Format::Mp3),
+    };
+    validate_key(key).map_err(|e| e.to_string())?;
+    Ok((
+        key.to_string(),
+        StreamConfig {
+            format,
+            ..StreamConfig::default()
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_example_file() {
+        let text = include_str!("../../examples/streammachine.yaml");
+        let f = FileConfig::parse(text).unwrap();
+        let mut s = Settings::defaults("pw".into());
+        s.apply_file(f);
+        s.validate().unwrap();
+        assert!(s.streams.len() >= 2);
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = FileConfig::parse("listen: 0.0.0.0:8000\nlisten_port: 3\n").unwrap_err();
+        assert!(err.contains("listen_port"), "{err}");
+        let err = FileConfig::parse("streams:\n  live:\n    formatt: mp3\n").unwrap_err();
+        assert!(err.contains("formatt"), "{err}");
+    }
+
+    #[test]
+    fn invalid_values_are_named() {
+        let err = FileConfig::parse("rewind: forever\n").unwrap_err();
+        assert!(err.contains("rewind"), "{err}");
+        let f = FileConfig::parse("streams:\n  live:\n    icy_metaint: 0\n").unwrap();
+        let mut s = Settings::defaults("pw".into());
+        s.apply_file(f);
+        let err = s.validate().unwrap_err().to_string();
+        assert!(err.contains("streams.live.icy_metaint"), "{err}");
+        let mut s = Settings::defaults("pw".into());
+        s.admin_listen = "0.0.0.0:8001".parse().unwrap();
+        assert!(
+            s.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("admin_token")
+        );
+        assert!(validate_key("sg").is_err());
+        assert!(validate_key("a/b").is_err());
+    }
+
+    #[test]
+    fn stream_flag() {
+        let (k, c) = parse_stream_flag("news:aac").unwrap();
+        assert_eq!((k.as_str(), c.format), ("news", Format::Aac));
+        assert!(parse_stream_flag("news:ogg").is_err());
+        assert_eq!(parse_stream_flag("x").unwrap().1.format, Format::Mp3);
+    }
+
+    #[test]
+    fn stream_config_json_round_trip() {
+        let c = StreamConfig {
+            format: Format::Aac,
+            rewind: Some(Duration::from_secs(7200)),
+            title: Some("t".into()),
+            ..StreamConfig::default()
+        };
+        let json = serde_json::to_string(&c).unwrap();
+        assert_eq!(json, r#"{"format":"aac","rewind":"2h","title":"t"}"#);
+        assert_eq!(serde_json::from_str::<StreamConfig>(&json).unwrap(), c);
+        assert!(serde_json::from_str::<StreamConfig>(r#"{"format":"mp3","nope":1}"#).is_err());
+    }
+}

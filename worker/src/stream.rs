@@ -1,0 +1,543 @@
+//! A stream at run time: its settings, shared rewind buffer, sources (where this role ingests)
+//! and listener accounting.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::chunk::{Chunk, Meta};
+use crate::chunker::Chunker;
+use crate::codec::Frame;
+use crate::config::StreamSettings;
+use crate::metrics::{Metrics, StreamMetrics};
+use crate::rewind::{Inserted, RewindBuffer};
+
+/// Wall-clock now in microseconds since the epoch.
+pub fn now_micros() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+/// The newest audio in a buffer; listeners wait on changes of it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tip {
+    pub last_seq: Option<u64>,
+    /// End (content time, µs) of the newest chunk.
+    pub end: i64,
+    /// Bumped on every change, so a filled gap also wakes waiters.
+    pub version: u64,
+}
+
+/// A rewind buffer shared by ingest (one writer) and every listener (readers). Readers hold a
+/// `seq` cursor, never a private queue; chunk bytes are shared `Bytes`, never copied per listener.
+pub struct SharedBuffer {
+    // std RwLock: no `.await` ever happens while it is held and critical sections are tiny.
+    inner: RwLock<RewindBuffer>,
+    tip: watch::Sender<Tip>,
+}
+
+impl SharedBuffer {
+    pub fn new(buffer: RewindBuffer) -> Self {
+        let tip = tip_of(&buffer, 0);
+        SharedBuffer {
+            inner: RwLock::new(buffer),
+            tip: watch::Sender::new(tip),
+        }
+    }
+
+    pub fn read<R>(&self, f: impl FnOnce(&RewindBuffer) -> R) -> R {
+        f(&self.inner.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    fn write<R>(&self, f: impl FnOnce(&mut RewindBuffer) -> R) -> R {
+        let mut guard = self.inner.write().unwrap_or_else(PoisonError::into_inner);
+        let r = f(&mut guard);
+        let version = self.tip.borrow().version + 1;
+        self.tip.send_replace(tip_of(&guard, version));
+        r
+    }
+
+    pub fn push(&self, chunk: Chunk) -> Inserted {
+        self.write(|b| b.push(chunk).0)
+    }
+
+    pub fn set_max(&self, max: Duration) {
+        self.write(|b| b.set_max(max));
+    }
+
+    pub fn replace(&self, buffer: RewindBuffer) {
+        self.write(|b| *b = buffer);
+    }
+
+    pub fn clear(&self) {
+        self.write(|b| b.clear());
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<Tip> {
+        self.tip.subscribe()
+    }
+
+    pub fn tip(&self) -> Tip {
+        *self.tip.borrow()
+    }
+
+    /// The first chunk with `seq >= seq`, and the oldest seq held.
+    pub fn next_chunk(&self, seq: u64) -> (Option<Chunk>, Option<u64>) {
+        self.read(|b| (b.get_from(seq).cloned(), b.first().map(|c| c.seq)))
+    }
+
+    /// Every chunk, oldest first (cheap: reference-counted bytes).
+    pub fn snapshot(&self) -> Vec<Chunk> {
+        self.read(|b| b.iter().cloned().collect())
+    }
+
+    pub fn held_seconds(&self) -> f64 {
+        self.read(|b| b.held() as f64 / 1e6)
+    }
+}
+
+fn tip_of(b: &RewindBuffer, version: u64) -> Tip {
+    Tip {
+        last_seq: b.last().map(|c| c.seq),
+        end: b.last().map_or(0, |c| c.end()),
+        version,
+    }
+}
+
+/// Where chunks go besides the local buffer (the master publishes them to NATS).
+pub trait ChunkSink: Send + Sync {
+    fn publish(&self, stream: &str, chunk: &Chunk);
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    Encoder,
+    Fallback,
+}
+
+/// What listeners learn about the station from the live source (`ice-*`/`icy-*` headers).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct StationInfo {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub genre: Option<String>,
+    pub url: Option<String>,
+    pub bitrate: Option<String>,
+    pub public: Option<String>,
+    pub audio_info: Option<String>,
+}
+
+impl StationInfo {
+    /// The `icy-*` response headers for listeners.
+    pub fn icy_headers(&self) -> Vec<(&'static str, String)> {
+        let mut h = vec![];
+        for (name, v) in [
+            ("icy-name", &self.name),
+            ("icy-description", &self.description),
+            ("icy-genre", &self.genre),
+            ("icy-url", &self.url),
+            ("icy-br", &self.bitrate),
+            ("icy-pub", &self.public),
+            ("icy-audio-info", &self.audio_info),
+        ] {
+            if let Some(v) = v {
+                // Header values must be visible ASCII; anything else is dropped, not mangled.
+                if v.bytes().all(|b| (0x20..0x7F).contains(&b) || b == b'\t') {
+                    h.push((name, v.clone()));
+                }
+            }
+        }
+        h
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SourceInfo {
+    pub id: u64,
+    pub kind: SourceKind,
+    pub remote: String,
+    pub user_agent: Option<String>,
+    pub connected_at: String,
+    pub codec: Option<String>,
+    pub station: StationInfo,
+}
+
+struct IngestState {
+    chunker: Chunker,
+    /// Priority order: index 0 is live. Encoders in arrival order, the fallback last.
+    sources: Vec<SourceInfo>,
+    next_id: u64,
+}
+
+/// Where this role ingests (standalone, master): sources, the chunker, the title.
+pub struct Ingest {
+    state: Mutex<IngestState>,
+    /// Connected encoders (the fallback waits while this is above zero).
+    encoders: watch::Sender<usize>,
+}
+
+pub struct Stream {
+    pub key: String,
+    settings: RwLock<Arc<StreamSettings>>,
+    pub buffer: SharedBuffer,
+    pub metrics: StreamMetrics,
+    pub ingest: Option<Ingest>,
+    sink: Option<Arc<dyn ChunkSink>>,
+    listeners: AtomicU64,
+    /// Cancelled when the stream is removed: its listeners and sources end.
+    pub removed: CancellationToken,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum StreamError {
+    #[error("no source with id {0}")]
+    NoSuchSource(u64),
+    #[error("this role does not ingest audio")]
+    NoIngest,
+}
+
+impl Stream {
+    /// `restored` continues a buffer loaded from a dump.
+    pub fn new(
+        settings: StreamSettings,
+        ingest: bool,
+        metrics: &Metrics,
+        restored: Option<RewindBuffer>,
+        sink: Option<Arc<dyn ChunkSink>>,
+        chunk_duration: Duration,
+    ) -> Stream {
+        let mut buffer = restored.unwrap_or_default();
+        buffer.set_max(settings.rewind);
+        let ingest = ingest.then(|| {
+            // Never reuse a seq: continue after the restored buffer, and never below the
+            // wall-clock milliseconds, which grow faster than any chunk counter could.
+            let now_ms = (now_micros() / 1000).max(0) as u64;
+            let next_seq = buffer.last().map_or(now_ms, |c| (c.seq + 1).max(now_ms));
+            let meta = Arc::new(Meta {
+                title: settings.title.clone(),
+                url: settings.url.clone(),
+            });
+            Ingest {
+                state: Mutex::new(IngestState {
+                    chunker: Chunker::new(
+                        chunk_duration,
+                        next_seq,
+                        buffer.last().map(|c| c.end()),
+                        meta,
+                    ),
+                    sources: vec![],
+                    next_id: 1,
+                }),
+                encoders: watch::Sender::new(0),
+            }
+        });
+        let stream_metrics = metrics.stream(&settings.key);
+        stream_metrics
+            .buffer_seconds
+            .set(buffer.held() as f64 / 1e6);
+        Stream {
+            key: settings.key.clone(),
+            settings: RwLock::new(Arc::new(settings)),
+            buffer: SharedBuffer::new(buffer),
+            metrics: stream_metrics,
+            ingest,
+            sink,
+            listeners: AtomicU64::new(0),
+            removed: CancellationToken::new(),
+        }
+    }
+
+    pub fn settings(&self) -> Arc<StreamSettings> {
+        self.settings
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Apply changed settings in place: listeners stay connected.
+    pub fn update_settings(&self, new: StreamSettings) {
+        let old = self.settings();
+        if old.rewind != new.rewind {
+            self.buffer.set_max(new.rewind);
+        }
+        if (old.title != new.title || old.url != new.url) && self.ingest.is_some() {
+            let _ = self.set_meta(Meta {
+                title: new.title.clone(),
+                url: new.url.clone(),
+            });
+        }
+        *self
+            .settings
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Arc::new(new);
+    }
+
+    pub fn listener_count(&self) -> u64 {
+        self.listeners.load(Ordering::Relaxed)
+    }
+
+    /// Take a listener slot if the stream's limit allows.
+    pub fn try_add_listener(&self) -> bool {
+        let limit = self.settings().max_listeners.map_or(u64::MAX, u64::from);
+        self.listeners
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    pub fn remove_listener(&self) {
+        self.listeners.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    fn with_ingest<R>(
+        &self,
+        f: impl FnOnce(&mut IngestState, &mut Vec<Chunk>) -> R,
+    ) -> Result<R, StreamError> {
+        let ingest = self.ingest.as_ref().ok_or(StreamError::NoIngest)?;
+        let mut state = ingest.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut out = vec![];
+        let r = f(&mut state, &mut out);
+        // Appended while the ingest lock is held, so chunks reach the buffer in seq order.
+        for chunk in out {
+            self.append(chunk);
+        }
+        self.metrics.sources.set(state.sources.len() as i64);
+        self.metrics
+            .source_connected
+            .set(i64::from(!state.sources.is_empty()));
+        let encoders = state
+            .sources
+            .iter()
+            .filter(|s| s.kind == SourceKind::Encoder)
+            .count();
+        ingest.encoders.send_if_modified(|n| {
+            let changed = *n != encoders;
+            *n = encoders;
+            changed
+        });
+        Ok(r)
+    }
+
+    /// Add a chunk made here or received from the master.
+    pub fn append(&self, chunk: Chunk) -> Inserted {
+        if let Some(sink) = &self.sink {
+            sink.publish(&self.key, &chunk);
+        }
+        self.metrics.chunks.inc();
+        let inserted = self.buffer.push(chunk);
+        self.metrics.buffer_seconds.set(self.buffer.held_seconds());
+        inserted
+    }
+
+    /// A source whose audio has been recognised joins the stream. Encoders queue behind earlier
+    /// encoders; any encoder displaces the fallback.
+    pub fn add_source(&self, mut info: SourceInfo) -> Result<u64, StreamError> {
+        self.with_ingest(|st, out| {
+            let id = st.next_id;
+            st.next_id += 1;
+            info.id = id;
+            let pos = match info.kind {
+                SourceKind::Encoder => st
+                    .sources
+                    .iter()
+                    .position(|s| s.kind == SourceKind::Fallback)
+                    .unwrap_or(st.sources.len()),
+                SourceKind::Fallback => st.sources.len(),
+            };
+            st.sources.insert(pos, info);
+            if pos == 0 {
+                st.chunker.new_source(out);
+            }
+            id
+        })
+    }
+
+    pub fn remove_source(&self, id: u64) {
+        let _ = self.with_ingest(|st, out| {
+            if let Some(pos) = st.sources.iter().position(|s| s.id == id) {
+                st.sources.remove(pos);
+                if pos == 0 {
+                    // The live source left: close its last chunk; the next one starts anew.
+                    st.chunker.new_source(out);
+                }
+            }
+        });
+    }
+
+    /// Make a standby source live.
+    pub fn promote_source(&self, id: u64) -> Result<(), StreamError> {
+        self.with_ingest(|st, out| {
+            let pos = st
+                .sources
+                .iter()
+                .position(|s| s.id == id)
+                .ok_or(StreamError::NoSuchSource(id))?;
+            if pos != 0 {
+                let s = st.sources.remove(pos);
+                st.sources.insert(0, s);
+                st.chunker.new_source(out);
+            }
+            Ok(())
+        })?
+    }
+
+    /// Frames from source `id`; only the live source's frames become audio.
+    pub fn source_frames(&self, id: u64, frames: &[Frame]) -> bool {
+        self.with_ingest(|st, out| {
+            if st.sources.first().map(|s| s.id) != Some(id) {
+                return false;
+            }
+            let now = now_micros();
+            for f in frames {
+                st.chunker.push(f, now, out);
+            }
+            true
+        })
+        .unwrap_or(false)
+    }
+
+    pub fn set_source_codec(&self, id: u64, codec: &str) {
+        let _ = self.with_ingest(|st, _| {
+            if let Some(s) = st.sources.iter_mut().find(|s| s.id == id) {
+                s.codec = Some(codec.to_string());
+            }
+        });
+    }
+
+    /// The title and url from here on.
+    pub fn set_meta(&self, meta: Meta) -> Result<(), StreamError> {
+        self.with_ingest(|st, out| st.chunker.set_meta(Arc::new(meta), out))
+    }
+
+    pub fn meta(&self) -> Meta {
+        match &self.ingest {
+            Some(i) => (*i
+                .state
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .chunker
+                .meta())
+            .clone(),
+            None => self
+                .buffer
+                .read(|b| b.last().map(|c| (*c.meta).clone()))
+                .unwrap_or_default(),
+        }
+    }
+
+    pub fn sources(&self) -> Vec<SourceInfo> {
+        self.ingest
+            .as_ref()
+            .map(|i| {
+                i.state
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .sources
+                    .clone()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The live source's station headers.
+    pub fn station(&self) -> StationInfo {
+        self.sources()
+            .first()
+            .map(|s| s.station.clone())
+            .unwrap_or_default()
+    }
+
+    pub fn encoders(&self) -> Option<watch::Receiver<usize>> {
+        self.ingest.as_ref().map(|i| i.encoders.subscribe())
+    }
+
+    /// The codec key of the newest audio.
+    pub fn codec(&self) -> Option<String> {
+        self.buffer.read(|b| b.last().map(|c| c.codec.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{Format, frames_of};
+    use crate::config::Settings;
+
+    fn stream() -> Stream {
+        let s = Settings::defaults("pw".into());
+        let settings = s.stream("live", &Default::default());
+        Stream::new(
+            settings,
+            true,
+            &Metrics::new(),
+            None,
+            None,
+            Duration::from_millis(500),
+        )
+    }
+
+    fn info(kind: SourceKind) -> SourceInfo {
+        SourceInfo {
+            id: 0,
+            kind,
+            remote: "127.0.0.1:1".into(),
+            user_agent: None,
+            connected_at: String::new(),
+            codec: None,
+            station: StationInfo::default(),
+        }
+    }
+
+    fn frames(n: usize) -> Vec<Frame> {
+        let mut data = vec![];
+        for _ in 0..n {
+            let mut f = vec![0xFF, 0xFB, 0x90, 0x64];
+            f.resize(417, 0);
+            data.extend(f);
+        }
+        frames_of(Format::Mp3, &data)
+    }
+
+    #[test]
+    fn first_encoder_is_live_standby_takes_over_fallback_yields() {
+        let s = stream();
+        let fb = s.add_source(info(SourceKind::Fallback)).unwrap();
+        assert!(s.source_frames(fb, &frames(40)));
+        let a = s.add_source(info(SourceKind::Encoder)).unwrap();
+        let b = s.add_source(info(SourceKind::Encoder)).unwrap();
+        assert!(
+            !s.source_frames(fb, &frames(10)),
+            "fallback yields to an encoder"
+        );
+        assert!(s.source_frames(a, &frames(40)));
+        assert!(!s.source_frames(b, &frames(40)), "b waits as standby");
+        s.remove_source(a);
+        assert!(s.source_frames(b, &frames(40)));
+        s.promote_source(fb).unwrap();
+        assert!(s.source_frames(fb, &frames(40)));
+        assert_eq!(s.promote_source(99), Err(StreamError::NoSuchSource(99)));
+        // Each source change is a discontinuity, and seq never repeats.
+        let chunks = s.buffer.snapshot();
+        assert!(chunks.windows(2).all(|w| w[0].seq < w[1].seq));
+        assert_eq!(chunks.iter().filter(|c| c.is_discontinuity()).count(), 3);
+    }
+
+    #[test]
+    fn listener_limit() {
+        let s = stream();
+        let mut settings = (*s.settings()).clone();
+        settings.max_listeners = Some(2);
+        s.update_settings(settings);
+        assert!(s.try_add_listener());
+        assert!(s.try_add_listener());
+        assert!(!s.try_add_listener());
+        s.remove_listener();
+        assert!(s.try_add_listener());
+    }
+}
