@@ -3,11 +3,22 @@
 //! Data path: encoder → [`ingest`] → [`codec`] parser → [`chunker`] → [`stream`] rewind buffer →
 //! [`listener`]s (ICY/raw/pump) and, on a master, the chunk bus to slaves.
 
+pub mod admin;
+pub mod app;
 pub mod chunk;
 pub mod chunker;
+pub mod cli;
 pub mod codec;
 pub mod config;
+pub mod dump;
+pub mod fallback;
+pub mod http_head;
 pub mod icy;
+pub mod ingest;
+pub mod listener;
 pub mod metrics;
 pub mod rewind;
+pub mod routes;
+pub mod run;
+pub mod server;
 pub mod stream;

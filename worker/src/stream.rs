@@ -416,6 +416,16 @@ impl Stream {
         self.with_ingest(|st, out| st.chunker.set_meta(Arc::new(meta), out))
     }
 
+    /// Metadata from a source itself (in-band ICY titles of a relay): applies only while that
+    /// source is live.
+    pub fn set_meta_from_source(&self, id: u64, meta: Meta) {
+        let _ = self.with_ingest(|st, out| {
+            if st.sources.first().map(|s| s.id) == Some(id) && *st.chunker.meta() != meta {
+                st.chunker.set_meta(Arc::new(meta), out);
+            }
+        });
+    }
+
     pub fn meta(&self) -> Meta {
         match &self.ingest {
             Some(i) => (*i

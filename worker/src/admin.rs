@@ -1,0 +1,231 @@
+//! The admin API: stream status, titles, sources (list, promote), rewind dump download, metrics.
+//! A bearer token guards everything but the health probes when one is configured.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use tracing::info;
+
+use crate::app::App;
+use crate::chunk::Meta;
+use crate::ingest::secret_eq;
+use crate::listener::rfc3339;
+use crate::stream::{SourceInfo, Stream, StreamError};
+
+/// JSON errors with a message, for every failure the API returns.
+#[derive(Debug)]
+pub struct ApiError(pub StatusCode, pub String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
+    }
+}
+
+fn not_found(key: &str) -> ApiError {
+    ApiError(StatusCode::NOT_FOUND, format!("no stream `{key}`"))
+}
+
+#[derive(Debug, Serialize)]
+pub struct StreamStatus {
+    pub key: String,
+    pub format: String,
+    pub codec: Option<String>,
+    pub source_connected: bool,
+    pub sources: Vec<SourceInfo>,
+    pub buffer_seconds: f64,
+    pub buffer_bytes: usize,
+    pub buffer_start: Option<String>,
+    pub buffer_end: Option<String>,
+    pub first_seq: Option<u64>,
+    pub last_seq: Option<u64>,
+    pub listeners: u64,
+    pub title: String,
+    pub url: String,
+    /// Master only: slaves that reported within the liveness window.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slaves_alive: Option<usize>,
+}
+
+pub fn status(app: &App, stream: &Stream) -> StreamStatus {
+    let settings = stream.settings();
+    let (held, bytes, first, last) = stream.buffer.read(|b| {
+        (
+            b.held() as f64 / 1e6,
+            b.bytes(),
+            b.first().map(|c| (c.seq, c.ts)),
+            b.last().map(|c| (c.seq, c.end())),
+        )
+    });
+    let sources = stream.sources();
+    let meta = stream.meta();
+    let (listeners, slaves_alive) = match app.cluster_listeners(&stream.key) {
+        Some((n, alive)) => (n, Some(alive)),
+        None => (stream.listener_count(), None),
+    };
+    StreamStatus {
+        key: stream.key.clone(),
+        format: settings.format.to_string(),
+        codec: stream.codec(),
+        source_connected: !sources.is_empty(),
+        sources,
+        buffer_seconds: held,
+        buffer_bytes: bytes,
+        buffer_start: first.map(|(_, ts)| rfc3339(ts)),
+        buffer_end: last.map(|(_, ts)| rfc3339(ts)),
+        first_seq: first.map(|(s, _)| s),
+        last_seq: last.map(|(s, _)| s),
+        listeners,
+        title: meta.title,
+        url: meta.url,
+        slaves_alive,
+    }
+}
+
+pub fn router(app: Arc<App>) -> Router {
+    let api = Router::new()
+        .route("/api/streams", get(list_streams))
+        .route("/api/streams/{key}", get(get_stream))
+        .route("/api/streams/{key}/metadata", post(set_metadata))
+        .route("/api/streams/{key}/sources", get(list_sources))
+        .route("/api/streams/{key}/sources/{id}/promote", post(promote))
+        .route("/api/streams/{key}/rewind", get(download_rewind))
+        .route("/metrics", get(crate::routes::metrics))
+        .route_layer(middleware::from_fn_with_state(app.clone(), require_token));
+    Router::new()
+        .merge(api)
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(crate::routes::readyz))
+        .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
+        .with_state(app)
+}
+
+/// Tokens accepted by the admin API: the admin token and, where the role has one, the cluster
+/// token (the operator and slaves use it).
+fn token_ok(app: &App, presented: &str) -> bool {
+    [app.settings.admin_token.as_deref(), app.cluster_token()]
+        .into_iter()
+        .flatten()
+        .any(|t| secret_eq(presented, t))
+}
+
+async fn require_token(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    if app.settings.admin_token.is_none() && app.cluster_token().is_none() {
+        return next.run(req).await;
+    }
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match presented {
+        Some(t) if token_ok(&app, t) => next.run(req).await,
+        _ => {
+            let mut r = ApiError(
+                StatusCode::UNAUTHORIZED,
+                "a valid bearer token is required".into(),
+            )
+            .into_response();
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            r
+        }
+    }
+}
+
+async fn list_streams(State(app): State<Arc<App>>) -> Json<Vec<StreamStatus>> {
+    Json(app.streams().iter().map(|s| status(&app, s)).collect())
+}
+
+async fn get_stream(
+    State(app): State<Arc<App>>,
+    Path(key): Path<String>,
+) -> Result<Json<StreamStatus>, ApiError> {
+    let s = app.stream(&key).ok_or_else(|| not_found(&key))?;
+    Ok(Json(status(&app, &s)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MetadataBody {
+    title: Option<String>,
+    url: Option<String>,
+}
+
+async fn set_metadata(
+    State(app): State<Arc<App>>,
+    Path(key): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<Meta>, ApiError> {
+    let s = app.stream(&key).ok_or_else(|| not_found(&key))?;
+    let b: MetadataBody = serde_json::from_slice(&body)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))?;
+    let old = s.meta();
+    let meta = Meta {
+        title: b.title.unwrap_or(old.title),
+        url: b.url.unwrap_or(old.url),
+    };
+    if meta.title.len() > 4096 || meta.url.len() > 4096 {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "title and url are limited to 4096 bytes".into(),
+        ));
+    }
+    s.set_meta(meta.clone())
+        .map_err(|e| ApiError(StatusCode::CONFLICT, e.to_string()))?;
+    info!(stream = %key, title = %meta.title, "Title set through the admin API.");
+    Ok(Json(meta))
+}
+
+async fn list_sources(
+    State(app): State<Arc<App>>,
+    Path(key): Path<String>,
+) -> Result<Json<Vec<SourceInfo>>, ApiError> {
+    let s = app.stream(&key).ok_or_else(|| not_found(&key))?;
+    Ok(Json(s.sources()))
+}
+
+async fn promote(
+    State(app): State<Arc<App>>,
+    Path((key, id)): Path<(String, u64)>,
+) -> Result<Json<Vec<SourceInfo>>, ApiError> {
+    let s = app.stream(&key).ok_or_else(|| not_found(&key))?;
+    match s.promote_source(id) {
+        Ok(()) => {
+            info!(stream = %key, source_id = id, "Source promoted to live.");
+            Ok(Json(s.sources()))
+        }
+        Err(e @ StreamError::NoSuchSource(_)) => {
+            Err(ApiError(StatusCode::NOT_FOUND, e.to_string()))
+        }
+        Err(e) => Err(ApiError(StatusCode::CONFLICT, e.to_string())),
+    }
+}
+
+async fn download_rewind(
+    State(app): State<Arc<App>>,
+    Path(key): Path<String>,
+) -> Result<Response, ApiError> {
+    let s = app.stream(&key).ok_or_else(|| not_found(&key))?;
+    let chunks = s.buffer.snapshot();
+    let bytes = tokio::task::spawn_blocking(move || crate::dump::encode(&key, &chunks))
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let mut r = Response::new(Body::from(bytes));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{}.dump\"", s.key)) {
+        r.headers_mut().insert(header::CONTENT_DISPOSITION, v);
+    }
+    Ok(r)
+}

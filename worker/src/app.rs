@@ -1,0 +1,405 @@
+//! Process-wide state shared by every task: settings, the stream registry, limits, metrics and
+//! the shutdown signal. Each role builds one `App` and wires different tasks around it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Instant;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::config::{Settings, StreamConfig};
+use crate::dump;
+use crate::metrics::Metrics;
+use crate::rewind::RewindBuffer;
+use crate::stream::{ChunkSink, Stream};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Standalone,
+    Master,
+    Slave,
+}
+
+impl Role {
+    pub fn ingests(self) -> bool {
+        self != Role::Slave
+    }
+}
+
+pub struct App {
+    pub settings: Settings,
+    pub role: Role,
+    streams: RwLock<BTreeMap<String, Arc<Stream>>>,
+    pub metrics: Metrics,
+    listeners: AtomicU64,
+    pub shutdown: CancellationToken,
+    ready: tokio::sync::watch::Sender<bool>,
+    sink: Option<Arc<dyn ChunkSink>>,
+    /// Per-stream background tasks (fallback sources), by stream key: (fallback URL, its token).
+    fallbacks: Mutex<HashMap<String, (String, CancellationToken)>>,
+    pub tasks: TaskTracker,
+    pub started: Instant,
+    /// Master and slave: the shared cluster token and what slaves report.
+    pub cluster: Option<Cluster>,
+}
+
+/// Cluster membership as the master sees it: each slave's last listener report.
+pub struct Cluster {
+    pub token: String,
+    slaves: Mutex<HashMap<String, SlaveReport>>,
+}
+
+struct SlaveReport {
+    at: Instant,
+    listeners: HashMap<String, u64>,
+}
+
+/// A slave that has not reported for this long is considered gone.
+pub const SLAVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
+impl Cluster {
+    pub fn new(token: String) -> Cluster {
+        Cluster {
+            token,
+            slaves: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn report(&self, slave: &str, listeners: HashMap<String, u64>) {
+        let mut slaves = self.slaves.lock().unwrap_or_else(PoisonError::into_inner);
+        slaves.insert(
+            slave.to_string(),
+            SlaveReport {
+                at: Instant::now(),
+                listeners,
+            },
+        );
+        slaves.retain(|_, r| r.at.elapsed() < SLAVE_TIMEOUT * 4);
+    }
+
+    /// Listeners of `stream` across live slaves, and how many slaves are live.
+    pub fn totals(&self, stream: &str) -> (u64, usize) {
+        let slaves = self.slaves.lock().unwrap_or_else(PoisonError::into_inner);
+        let alive: Vec<&SlaveReport> = slaves
+            .values()
+            .filter(|r| r.at.elapsed() < SLAVE_TIMEOUT)
+            .collect();
+        let total = alive
+            .iter()
+            .map(|r| r.listeners.get(stream).copied().unwrap_or(0))
+            .sum();
+        (total, alive.len())
+    }
+
+    /// Live slaves by id, with their reports' age.
+    pub fn alive(&self) -> Vec<(String, std::time::Duration)> {
+        let slaves = self.slaves.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut v: Vec<_> = slaves
+            .iter()
+            .filter(|(_, r)| r.at.elapsed() < SLAVE_TIMEOUT)
+            .map(|(id, r)| (id.clone(), r.at.elapsed()))
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+/// A listener counted against the stream's and the server's limits until dropped.
+pub struct ListenerSlot {
+    app: Arc<App>,
+    stream: Arc<Stream>,
+    gauge: prometheus_client::metrics::gauge::Gauge,
+}
+
+impl Drop for ListenerSlot {
+    fn drop(&mut self) {
+        self.stream.remove_listener();
+        self.app.listeners.fetch_sub(1, Ordering::AcqRel);
+        self.gauge.dec();
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Full {
+    #[error("the stream has reached its listener limit")]
+    Stream,
+    #[error("the server has reached its listener limit")]
+    Server,
+}
+
+impl App {
+    pub fn new(
+        settings: Settings,
+        role: Role,
+        sink: Option<Arc<dyn ChunkSink>>,
+        cluster: Option<Cluster>,
+    ) -> Arc<App> {
+        Arc::new(App {
+            settings,
+            role,
+            streams: RwLock::new(BTreeMap::new()),
+            metrics: Metrics::new(),
+            listeners: AtomicU64::new(0),
+            shutdown: CancellationToken::new(),
+            ready: tokio::sync::watch::Sender::new(false),
+            sink,
+            fallbacks: Mutex::new(HashMap::new()),
+            tasks: TaskTracker::new(),
+            started: Instant::now(),
+            cluster,
+        })
+    }
+
+    pub fn cluster_token(&self) -> Option<&str> {
+        self.cluster.as_ref().map(|c| c.token.as_str())
+    }
+
+    /// On a master: (listeners across slaves plus its own, live slaves).
+    pub fn cluster_listeners(&self, key: &str) -> Option<(u64, usize)> {
+        if self.role != Role::Master {
+            return None;
+        }
+        let cluster = self.cluster.as_ref()?;
+        let (n, alive) = cluster.totals(key);
+        let local = self.stream(key).map_or(0, |s| s.listener_count());
+        Some((n + local, alive))
+    }
+
+    pub fn stream(&self, key: &str) -> Option<Arc<Stream>> {
+        self.streams
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key)
+            .cloned()
+    }
+
+    pub fn streams(&self) -> Vec<Arc<Stream>> {
+        self.streams
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    pub fn is_ready(&self) -> bool {
+        *self.ready.borrow() && !self.shutdown.is_cancelled()
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.send_replace(ready);
+    }
+
+    /// Resolves once the role is ready to serve (buffers loaded).
+    pub async fn wait_ready(&self) {
+        let mut rx = self.ready.subscribe();
+        let _ = rx.wait_for(|r| *r).await;
+    }
+
+    pub fn listener_count(&self) -> u64 {
+        self.listeners.load(Ordering::Relaxed)
+    }
+
+    /// Count a new listener, or say which limit is reached.
+    pub fn acquire_listener(
+        self: &Arc<Self>,
+        stream: &Arc<Stream>,
+        protocol: &str,
+    ) -> Result<ListenerSlot, Full> {
+        let limit = self.settings.max_listeners.map_or(u64::MAX, u64::from);
+        if self
+            .listeners
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .is_err()
+        {
+            stream.metrics.rejected.inc();
+            return Err(Full::Server);
+        }
+        if !stream.try_add_listener() {
+            self.listeners.fetch_sub(1, Ordering::AcqRel);
+            stream.metrics.rejected.inc();
+            return Err(Full::Stream);
+        }
+        let (gauge, connections) = self.metrics.listeners(&stream.key, protocol);
+        gauge.inc();
+        connections.inc();
+        Ok(ListenerSlot {
+            app: self.clone(),
+            stream: stream.clone(),
+            gauge,
+        })
+    }
+
+    /// Make the running streams match `configs`: create new ones, update changed ones in place
+    /// (listeners stay), remove the rest (their listeners and sources are closed).
+    pub fn apply_streams(self: &Arc<Self>, configs: &BTreeMap<String, StreamConfig>) {
+        let current: Vec<String> = self
+            .streams
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys()
+            .cloned()
+            .collect();
+        for key in &current {
+            if !configs.contains_key(key) {
+                self.remove_stream(key);
+            }
+        }
+        for (key, config) in configs {
+            let settings = self.settings.stream(key, config);
+            match self.stream(key) {
+                Some(s) if s.settings().format == settings.format => {
+                    if *s.settings() != settings {
+                        info!(stream = %key, "Stream settings changed; applied in place.");
+                        s.update_settings(settings);
+                    }
+                }
+                Some(_) => {
+                    warn!(stream = %key, "Stream format changed; recreating the stream.");
+                    self.remove_stream(key);
+                    self.create_stream(settings);
+                }
+                None => self.create_stream(settings),
+            }
+            self.reconcile_fallback(key);
+        }
+    }
+
+    fn create_stream(self: &Arc<Self>, settings: crate::config::StreamSettings) {
+        let key = settings.key.clone();
+        let restored = self.restore(&key, &settings);
+        let stream = Arc::new(Stream::new(
+            settings,
+            self.role.ingests(),
+            &self.metrics,
+            restored,
+            self.sink.clone(),
+            self.settings.chunk_duration,
+        ));
+        info!(stream = %key, format = %stream.settings().format, "Stream created.");
+        self.streams
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key, stream);
+    }
+
+    fn restore(&self, key: &str, settings: &crate::config::StreamSettings) -> Option<RewindBuffer> {
+        let dir = self.settings.dump_dir.as_ref()?;
+        if !self.role.ingests() {
+            return None;
+        }
+        let started = Instant::now();
+        match dump::read_file(dir, key) {
+            Ok(Some(chunks)) => {
+                let mut buffer = RewindBuffer::new(settings.rewind);
+                let n = chunks.len();
+                for c in chunks {
+                    buffer.push(c);
+                }
+                info!(
+                    stream = %key,
+                    chunks = n,
+                    seconds = buffer.held() as f64 / 1e6,
+                    ms = started.elapsed().as_millis() as u64,
+                    "Rewind buffer restored from dump."
+                );
+                Some(buffer)
+            }
+            Ok(None) => None,
+            Err(e) => {
+                warn!(
+                    stream = %key,
+                    path = %dump::path_for(dir, key).display(),
+                    error = %e,
+                    "Ignoring unusable rewind dump; starting with an empty buffer."
+                );
+                None
+            }
+        }
+    }
+
+    pub fn remove_stream(&self, key: &str) {
+        let removed = self
+            .streams
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(key);
+        if let Some(s) = removed {
+            s.removed.cancel();
+            self.metrics.remove_stream(key);
+            if let Some((_, token)) = self
+                .fallbacks
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(key)
+            {
+                token.cancel();
+            }
+            info!(stream = %key, "Stream removed.");
+        }
+    }
+
+    /// Start, restart or stop the stream's fallback source to match its settings.
+    fn reconcile_fallback(self: &Arc<Self>, key: &str) {
+        if !self.role.ingests() {
+            return;
+        }
+        let Some(stream) = self.stream(key) else {
+            return;
+        };
+        let want = stream.settings().fallback.clone();
+        let mut fallbacks = self
+            .fallbacks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some((url, token)) = fallbacks.get(key) {
+            if Some(url) == want.as_ref() {
+                return;
+            }
+            token.cancel();
+            fallbacks.remove(key);
+        }
+        if let Some(url) = want {
+            let token = stream.removed.child_token();
+            fallbacks.insert(key.to_string(), (url.clone(), token.clone()));
+            let app = self.clone();
+            self.tasks
+                .spawn(crate::fallback::run(app, stream, url, token));
+        }
+    }
+
+    /// Dump every stream's buffer (if persistence is on).
+    pub async fn dump_all(&self) {
+        let Some(dir) = self.settings.dump_dir.clone() else {
+            return;
+        };
+        if !self.role.ingests() {
+            return;
+        }
+        for stream in self.streams() {
+            let chunks = stream.buffer.snapshot();
+            let key = stream.key.clone();
+            let dir = dir.clone();
+            let started = Instant::now();
+            let n = chunks.len();
+            let result =
+                tokio::task::spawn_blocking(move || dump::write_file(&dir, &key, &chunks)).await;
+            match result {
+                Ok(Ok(bytes)) => tracing::debug!(
+                    stream = %stream.key,
+                    chunks = n,
+                    bytes,
+                    ms = started.elapsed().as_millis() as u64,
+                    "Rewind buffer dumped."
+                ),
+                Ok(Err(e)) => warn!(stream = %stream.key, error = %e, "Rewind dump failed."),
+                Err(e) => warn!(stream = %stream.key, error = %e, "Rewind dump task failed."),
+            }
+        }
+    }
+}

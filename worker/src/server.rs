@@ -1,0 +1,256 @@
+//! The listener port: one accept loop for Icecast sources and listeners. Each connection's head
+//! is read here; sources go to [`crate::ingest`], first-request audio listeners are served straight
+//! from the socket (no per-connection HTTP machinery for the long-lived, common case), everything
+//! else is handed to hyper and the axum router with the bytes already read put back in front.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ConnectInfo;
+use bytes::{Buf, Bytes, BytesMut};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_io_timeout::TimeoutStream;
+use tower::Service;
+use tracing::{debug, info, warn};
+
+use crate::app::App;
+use crate::http_head::{self, HeadError, RequestHead};
+use crate::{ingest, routes};
+
+/// Accept connections until shutdown. Each connection holds a semaphore permit, so at most
+/// `max_connections` are open; beyond that new connections wait in the kernel's backlog.
+pub async fn serve(app: Arc<App>, listener: TcpListener, router: Router) {
+    let limit = Arc::new(Semaphore::new(app.settings.max_connections as usize));
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let permit = tokio::select! {
+            p = limit.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+            _ = app.shutdown.cancelled() => return,
+        };
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = app.shutdown.cancelled() => return,
+        };
+        let (sock, peer) = match accepted {
+            Ok(a) => {
+                backoff = Duration::from_millis(5);
+                a
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                warn!(error = %e, "Accept failed.");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        let app = app.clone();
+        let router = router.clone();
+        tokio::spawn(async move {
+            app.metrics.open_connections.inc();
+            connection(&app, sock, peer, router).await;
+            app.metrics.open_connections.dec();
+            drop(permit);
+        });
+    }
+}
+
+async fn connection(app: &Arc<App>, mut sock: TcpStream, peer: SocketAddr, router: Router) {
+    let _ = sock.set_nodelay(true);
+    let mut buf = BytesMut::new();
+    let head_len = match read_head(app, &mut sock, &mut buf).await {
+        Ok(n) => n,
+        Err(HeadRead::Closed) => return,
+        Err(HeadRead::Timeout) => {
+            debug!(%peer, "Connection sent no complete request in time; closing.");
+            if !buf.is_empty() {
+                respond(&mut sock, "408 Request Timeout", "Request timeout\n").await;
+            }
+            return;
+        }
+        Err(HeadRead::TooLarge) => {
+            info!(%peer, "Request head too large; refused.");
+            respond(
+                &mut sock,
+                "431 Request Header Fields Too Large",
+                "Request head too large\n",
+            )
+            .await;
+            return;
+        }
+    };
+    let head = match http_head::parse_head(&buf[..head_len]) {
+        Ok(h) => h,
+        Err(e) => {
+            info!(%peer, error = %e, "Malformed request; refused.");
+            let status = if e == HeadError::TooLarge {
+                "431 Request Header Fields Too Large"
+            } else {
+                "400 Bad Request"
+            };
+            respond(&mut sock, status, "Bad request\n").await;
+            return;
+        }
+    };
+    match head.method.as_str() {
+        "SOURCE" | "PUT" => {
+            buf.advance(head_len);
+            ingest::handle_source(app.clone(), sock, head, buf, peer).await;
+        }
+        "GET" if routes::is_live_listen(app, &head) => {
+            routes::listen_direct(app, sock, &head, peer).await;
+        }
+        _ if head.version == "ICE/1.0" => {
+            respond(
+                &mut sock,
+                "405 Method Not Allowed",
+                "Only SOURCE uses ICE/1.0\n",
+            )
+            .await;
+        }
+        _ => serve_http(app, sock, buf.freeze(), peer, router).await,
+    }
+}
+
+enum HeadRead {
+    Closed,
+    Timeout,
+    TooLarge,
+}
+
+async fn read_head(app: &App, sock: &mut TcpStream, buf: &mut BytesMut) -> Result<usize, HeadRead> {
+    let read = async {
+        loop {
+            if buf.capacity() - buf.len() < 512 {
+                buf.reserve(1024);
+            }
+            match sock.read_buf(buf).await {
+                Ok(0) | Err(_) => return Err(HeadRead::Closed),
+                Ok(_) => {}
+            }
+            if let Some(n) = http_head::head_len(buf) {
+                return Ok(n);
+            }
+            if buf.len() > http_head::MAX_HEAD {
+                return Err(HeadRead::TooLarge);
+            }
+        }
+    };
+    tokio::select! {
+        r = tokio::time::timeout(app.settings.header_timeout, read) => r.unwrap_or(Err(HeadRead::Timeout)),
+        _ = app.shutdown.cancelled() => Err(HeadRead::Closed),
+    }
+}
+
+async fn respond(sock: &mut TcpStream, status: &str, body: &str) {
+    let msg = format!(
+        "HTTP/1.1 {status}\r\nServer: StreamMachine\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(5), sock.write_all(msg.as_bytes())).await;
+}
+
+/// Hand the connection to hyper, replaying the head we already read.
+async fn serve_http(
+    app: &Arc<App>,
+    sock: TcpStream,
+    read: Bytes,
+    peer: SocketAddr,
+    router: Router,
+) {
+    let mut timed = TimeoutStream::new(sock);
+    // A client that stops reading a long response is cut after this long.
+    timed.set_write_timeout(Some(
+        app.settings.listener_max_lag.max(Duration::from_secs(10)),
+    ));
+    let io = TokioIo::new(Prefixed {
+        prefix: read,
+        inner: Box::pin(timed),
+    });
+    let service =
+        hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(ConnectInfo(peer));
+            router.clone().call(req)
+        });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(app.settings.header_timeout)
+        .max_buf_size(64 * 1024)
+        .serve_connection(io, service);
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                debug!(%peer, error = %e, "HTTP connection ended with an error.");
+            }
+        }
+        _ = app.shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
+        }
+    }
+}
+
+/// A stream with bytes already read put back in front.
+struct Prefixed<T> {
+    prefix: Bytes,
+    inner: Pin<Box<T>>,
+}
+
+impl<T: AsyncRead + AsyncWrite> AsyncRead for Prefixed<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix[..n]);
+            self.prefix.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        self.inner.as_mut().poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite> AsyncWrite for Prefixed<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.inner.as_mut().poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.inner.as_mut().poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.inner.as_mut().poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.inner.as_mut().poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// Used by tests and the direct path: the request's `Icy-MetaData: 1`.
+pub fn wants_icy(head: &RequestHead) -> bool {
+    head.header("icy-metadata").is_some_and(|v| v.trim() == "1")
+}
