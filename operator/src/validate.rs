@@ -1,0 +1,353 @@
+//! Validation of a Stream spec (pure, no client).
+//!
+//! The CRD schema and its CEL rules reject most bad specs at admission. This step parses what
+//! the builders need (durations, scaling) and re-checks the rules the builders rely on, so a
+//! Stream stored before a CRD upgrade, or one on a cluster that skipped CEL, still gets a clear
+//! `InvalidSpec` condition instead of broken children.
+
+use std::fmt;
+use std::time::Duration;
+
+use kube::ResourceExt;
+
+use crate::crd::Stream;
+
+/// Shortest rewind buffer a stream may have.
+pub const MIN_REWIND: Duration = Duration::from_secs(60);
+/// Longest rewind buffer a stream may have.
+pub const MAX_REWIND: Duration = Duration::from_secs(24 * 3600);
+/// Slave pods when the spec sets neither replicas nor autoscaling: two, so one pod can drain
+/// or be rescheduled while the other serves.
+pub const DEFAULT_REPLICAS: i32 = 2;
+/// Longest child name suffix (`-slave`, `-audio`): child names must stay DNS labels (63).
+const MAX_NAME_LEN: usize = 63 - "-slave".len();
+
+/// A spec that passed validation, with durations parsed and defaults applied.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ValidSpec {
+    /// Stream key in effect.
+    pub key: String,
+    /// Length of the rewind buffer.
+    pub rewind: Duration,
+    /// Burst sent to new listeners.
+    pub burst: Duration,
+    /// Allowed listener lag, when set.
+    pub max_lag: Option<Duration>,
+    /// How the slave pods are scaled.
+    pub scaling: Scaling,
+}
+
+/// How the slave pods are scaled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scaling {
+    /// A fixed number of pods.
+    Fixed(i32),
+    /// A HorizontalPodAutoscaler on CPU.
+    Auto {
+        /// Lower bound.
+        min: i32,
+        /// Upper bound.
+        max: i32,
+        /// Target CPU use in percent of the request.
+        target_cpu_percent: i32,
+    },
+}
+
+impl Scaling {
+    /// The fewest slave pods this scaling ever runs.
+    pub fn min_replicas(self) -> i32 {
+        match self {
+            Scaling::Fixed(n) => n,
+            Scaling::Auto { min, .. } => min,
+        }
+    }
+}
+
+/// Why a spec cannot be acted on: one line per problem.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub struct InvalidSpec {
+    /// The problems, each naming the field.
+    pub problems: Vec<String>,
+}
+
+impl fmt::Display for InvalidSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.problems.join("; "))
+    }
+}
+
+/// Checks a Stream and parses what the builders need.
+pub fn validate(stream: &Stream) -> Result<ValidSpec, InvalidSpec> {
+    let spec = &stream.spec;
+    let mut problems = Vec::new();
+
+    let name = stream.name_any();
+    if !is_dns_label(&name) || name.len() > MAX_NAME_LEN {
+        problems.push(format!(
+            "metadata.name {name:?} must be a DNS label (lower-case letters, digits, '-', starting \
+             with a letter) of at most {MAX_NAME_LEN} characters, because it names the slave \
+             Service"
+        ));
+    }
+
+    let key = stream.key().to_owned();
+    if !is_stream_key(&key) {
+        problems.push(format!(
+            "spec.key {key:?} must be 1-63 letters, digits, '_' or '-', starting with a letter or digit"
+        ));
+    }
+    // CEL keeps spec.key immutable; this also covers Streams admitted without CEL. A changed key
+    // would leave the old key's config in Redis and break every encoder and listener URL.
+    if let Some(old) = stream.status.as_ref().and_then(|s| s.key.as_deref())
+        && old != key
+    {
+        problems.push(format!(
+            "spec.key cannot change (it was {old:?}); create a new Stream instead"
+        ));
+    }
+
+    let rewind = parse_duration("spec.rewind", &spec.rewind, &mut problems);
+    if let Some(rewind) = rewind
+        && !(MIN_REWIND..=MAX_REWIND).contains(&rewind)
+    {
+        problems.push(format!(
+            "spec.rewind {:?} must be between 1m and 24h",
+            spec.rewind
+        ));
+    }
+    let burst = parse_duration("spec.burst", &spec.burst, &mut problems);
+    if let (Some(burst), Some(rewind)) = (burst, rewind)
+        && burst > rewind
+    {
+        problems.push("spec.burst must not be longer than spec.rewind".to_owned());
+    }
+    let max_lag = spec
+        .listeners
+        .max_lag
+        .as_deref()
+        .and_then(|lag| parse_duration("spec.listeners.maxLag", lag, &mut problems));
+
+    if let Some(fallback) = &spec.fallback
+        && !["http://", "https://", "file://"]
+            .iter()
+            .any(|scheme| fallback.starts_with(scheme))
+    {
+        problems.push("spec.fallback must be an http://, https:// or file:// URL".to_owned());
+    }
+    if let Some(group) = &spec.group
+        && !is_stream_key(group)
+    {
+        problems.push(format!(
+            "spec.group {group:?} must be 1-63 letters, digits, '_' or '-'"
+        ));
+    }
+
+    let slaves = &spec.slaves;
+    let scaling = match (slaves.replicas, &slaves.autoscaling) {
+        (Some(_), Some(_)) => {
+            problems.push("set either slaves.replicas or slaves.autoscaling, not both".to_owned());
+            None
+        }
+        (Some(n), None) if n < 0 => {
+            problems.push("slaves.replicas must not be negative".to_owned());
+            None
+        }
+        (Some(n), None) => Some(Scaling::Fixed(n)),
+        (None, None) => Some(Scaling::Fixed(DEFAULT_REPLICAS)),
+        (None, Some(a)) if a.min_replicas < 1 || a.min_replicas > a.max_replicas => {
+            problems.push("slaves.autoscaling needs 1 <= minReplicas <= maxReplicas".to_owned());
+            None
+        }
+        (None, Some(a)) => Some(Scaling::Auto {
+            min: a.min_replicas,
+            max: a.max_replicas,
+            target_cpu_percent: a.target_cpu_utilization_percentage,
+        }),
+    };
+
+    let ingress = &spec.ingress;
+    if ingress.enabled && ingress.host.as_deref().is_none_or(str::is_empty) {
+        problems.push("ingress.host is required when the ingress is enabled".to_owned());
+    }
+    if ingress.group_playlist && spec.group.is_none() {
+        problems.push("ingress.groupPlaylist needs spec.group".to_owned());
+    }
+
+    match (rewind, burst, scaling) {
+        (Some(rewind), Some(burst), Some(scaling)) if problems.is_empty() => Ok(ValidSpec {
+            key,
+            rewind,
+            burst,
+            max_lag,
+            scaling,
+        }),
+        _ => Err(InvalidSpec { problems }),
+    }
+}
+
+fn parse_duration(field: &str, value: &str, problems: &mut Vec<String>) -> Option<Duration> {
+    match humantime::parse_duration(value) {
+        Ok(d) if !d.is_zero() => Some(d),
+        Ok(_) => {
+            problems.push(format!("{field} must be longer than zero"));
+            None
+        }
+        Err(e) => {
+            problems.push(format!(
+                "{field} {value:?} is not a duration like 30s or 4h: {e}"
+            ));
+            None
+        }
+    }
+}
+
+/// RFC 1035 label: what Service names must be.
+fn is_dns_label(s: &str) -> bool {
+    let bytes = s.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && bytes[0].is_ascii_lowercase()
+        && bytes[bytes.len() - 1] != b'-'
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+}
+
+/// Same rule as the CRD's key pattern `^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$`.
+fn is_stream_key(s: &str) -> bool {
+    let bytes = s.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && bytes[0].is_ascii_alphanumeric()
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::stream;
+
+    #[test]
+    fn a_minimal_stream_gets_the_defaults() {
+        let valid = validate(&stream("live")).unwrap();
+        assert_eq!(valid.key, "live");
+        assert_eq!(valid.rewind, Duration::from_secs(4 * 3600));
+        assert_eq!(valid.burst, Duration::from_secs(30));
+        assert_eq!(valid.max_lag, None);
+        assert_eq!(valid.scaling, Scaling::Fixed(DEFAULT_REPLICAS));
+    }
+
+    #[test]
+    fn go_style_durations_parse() {
+        let mut s = stream("live");
+        s.spec.rewind = "1h30m".into();
+        s.spec.listeners.max_lag = Some("90s".into());
+        let valid = validate(&s).unwrap();
+        assert_eq!(valid.rewind, Duration::from_secs(5400));
+        assert_eq!(valid.max_lag, Some(Duration::from_secs(90)));
+    }
+
+    #[test]
+    fn spec_key_overrides_the_name() {
+        let mut s = stream("live");
+        s.spec.key = Some("kpcc_live".into());
+        assert_eq!(validate(&s).unwrap().key, "kpcc_live");
+    }
+
+    #[test]
+    fn every_problem_is_reported() {
+        let mut s = stream("live");
+        s.spec.rewind = "forever".into();
+        s.spec.listeners.max_lag = Some("0s".into());
+        s.spec.fallback = Some("ftp://x".into());
+        s.spec.ingress.enabled = true;
+        let err = validate(&s).unwrap_err();
+        assert_eq!(err.problems.len(), 4, "{err}");
+        assert!(err.to_string().contains("spec.rewind"));
+        assert!(err.to_string().contains("ingress.host"));
+    }
+
+    #[test]
+    fn rewind_bounds() {
+        for (rewind, ok) in [("59s", false), ("1m", true), ("24h", true), ("25h", false)] {
+            let mut s = stream("live");
+            s.spec.rewind = rewind.into();
+            s.spec.burst = "10s".into();
+            assert_eq!(validate(&s).is_ok(), ok, "rewind {rewind}");
+        }
+    }
+
+    #[test]
+    fn burst_longer_than_rewind_is_invalid() {
+        let mut s = stream("live");
+        s.spec.rewind = "1m".into();
+        s.spec.burst = "2m".into();
+        assert!(validate(&s).is_err());
+    }
+
+    #[test]
+    fn names_that_cannot_name_a_service_are_invalid() {
+        for name in ["Live", "9live", "live.fm", &"a".repeat(58)] {
+            assert!(validate(&stream(name)).is_err(), "{name}");
+        }
+        assert!(validate(&stream(&"a".repeat(57))).is_ok());
+    }
+
+    #[test]
+    fn keys_with_dots_or_slashes_are_invalid() {
+        for key in ["a.b", "a/b", "_a", ""] {
+            let mut s = stream("live");
+            s.spec.key = Some(key.into());
+            assert!(validate(&s).is_err(), "{key:?}");
+        }
+    }
+
+    #[test]
+    fn a_changed_key_is_invalid() {
+        let mut s = stream("live");
+        s.status = Some(crate::crd::StreamStatus {
+            key: Some("old".into()),
+            ..Default::default()
+        });
+        assert!(
+            validate(&s)
+                .unwrap_err()
+                .to_string()
+                .contains("cannot change")
+        );
+    }
+
+    #[test]
+    fn replicas_and_autoscaling_are_exclusive() {
+        let mut s = stream("live");
+        s.spec.slaves.replicas = Some(3);
+        s.spec.slaves.autoscaling = Some(crate::crd::AutoscalingSpec {
+            min_replicas: 2,
+            max_replicas: 5,
+            target_cpu_utilization_percentage: 70,
+        });
+        assert!(validate(&s).is_err());
+        s.spec.slaves.replicas = None;
+        assert_eq!(
+            validate(&s).unwrap().scaling,
+            Scaling::Auto {
+                min: 2,
+                max: 5,
+                target_cpu_percent: 70
+            }
+        );
+        s.spec.slaves.autoscaling.as_mut().unwrap().min_replicas = 6;
+        assert!(validate(&s).is_err());
+    }
+
+    #[test]
+    fn group_playlist_needs_a_group() {
+        let mut s = stream("live");
+        s.spec.ingress.group_playlist = true;
+        assert!(validate(&s).is_err());
+        s.spec.group = Some("kpcc".into());
+        assert!(validate(&s).is_ok());
+    }
+}
