@@ -1,0 +1,356 @@
+//! The Stream CRD contract: the committed YAML equals the code, the schema is structural, the
+//! CEL rules accept good specs and reject bad ones, and the examples are valid Streams.
+
+mod support;
+
+use kube::CustomResourceExt;
+use serde_json::Value;
+use streammachine_operator::crd::{Stream, crd_yaml};
+use streammachine_operator::validate::validate;
+use support::repo_root;
+
+const CRD_FILE: &str = "crds/streams.streammachine.io.yaml";
+const CHART_CRD_FILE: &str = "charts/streammachine/files/streams.streammachine.io.yaml";
+const REGENERATE: &str = "regenerate with `cargo run -p streammachine-operator --bin crdgen > \
+     crds/streams.streammachine.io.yaml && cp crds/streams.streammachine.io.yaml \
+     charts/streammachine/files/`";
+
+fn read(relative: &str) -> String {
+    std::fs::read_to_string(repo_root().join(relative))
+        .unwrap_or_else(|e| panic!("reading {relative}: {e}"))
+}
+
+#[test]
+fn committed_crd_equals_the_code() {
+    let generated = crd_yaml().unwrap();
+    assert!(
+        generated == read(CRD_FILE),
+        "{CRD_FILE} is stale: {REGENERATE}"
+    );
+    assert!(
+        generated == read(CHART_CRD_FILE),
+        "{CHART_CRD_FILE} is stale: {REGENERATE}"
+    );
+}
+
+#[test]
+fn crdgen_binary_prints_the_committed_crd() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_crdgen"))
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    assert!(
+        String::from_utf8(output.stdout).unwrap() == read(CRD_FILE),
+        "crdgen output differs from {CRD_FILE}: {REGENERATE}"
+    );
+}
+
+#[test]
+fn crd_identity_columns_and_subresources() {
+    let crd = serde_json::to_value(Stream::crd()).unwrap();
+    let spec = &crd["spec"];
+    assert_eq!(crd["metadata"]["name"], "streams.streammachine.io");
+    assert_eq!(spec["group"], "streammachine.io");
+    assert_eq!(spec["scope"], "Namespaced");
+    assert_eq!(spec["names"]["kind"], "Stream");
+    assert_eq!(spec["names"]["shortNames"][0], "sms");
+    assert_eq!(spec["names"]["categories"][0], "streammachine");
+    let version = &spec["versions"][0];
+    assert_eq!(version["name"], "v1alpha1");
+    assert_eq!(version["subresources"]["status"], serde_json::json!({}));
+    let columns: Vec<&str> = version["additionalPrinterColumns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    for wanted in ["Format", "Source", "Listeners", "Buffered", "Ready", "Age"] {
+        assert!(
+            columns.contains(&wanted),
+            "missing column {wanted}: {columns:?}"
+        );
+    }
+}
+
+// --- structural schema ------------------------------------------------------------------------
+
+/// Keys a structural schema must not use inside `allOf`/`anyOf`/`oneOf`/`not`.
+const FORBIDDEN_IN_JUNCTORS: [&str; 7] = [
+    "type",
+    "description",
+    "default",
+    "nullable",
+    "additionalProperties",
+    "x-kubernetes-preserve-unknown-fields",
+    "title",
+];
+
+/// Walks a schema and collects every violation of the structural-schema rules that can be
+/// checked offline (the apiserver enforces them when the CRD is applied).
+fn structural_problems(node: &Value, path: &str, in_junctor: bool, problems: &mut Vec<String>) {
+    let Some(object) = node.as_object() else {
+        problems.push(format!("{path}: schema is not an object"));
+        return;
+    };
+    for key in ["$ref", "definitions", "$defs", "$schema"] {
+        if object.contains_key(key) {
+            problems.push(format!("{path}: {key} is not allowed"));
+        }
+    }
+    if in_junctor {
+        for key in FORBIDDEN_IN_JUNCTORS {
+            if object.contains_key(key) {
+                problems.push(format!("{path}: {key} inside a logical junctor"));
+            }
+        }
+    } else {
+        let typed = object.contains_key("type")
+            || object.get("x-kubernetes-int-or-string") == Some(&Value::Bool(true))
+            || object.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true));
+        if !typed {
+            problems.push(format!("{path}: no type"));
+        }
+    }
+    if object.contains_key("properties") && object.contains_key("additionalProperties") {
+        problems.push(format!(
+            "{path}: properties and additionalProperties together"
+        ));
+    }
+    if object.get("type") == Some(&Value::String("array".into())) && !object.contains_key("items") {
+        problems.push(format!("{path}: array without items"));
+    }
+    if object.get("x-kubernetes-list-type") == Some(&Value::String("map".into())) {
+        let keys = object["x-kubernetes-list-map-keys"].as_array();
+        let required = object["items"]["required"].as_array();
+        match (keys, required) {
+            (Some(keys), Some(required)) if keys.iter().all(|k| required.contains(k)) => {}
+            _ => problems.push(format!(
+                "{path}: list-map keys must be required item fields"
+            )),
+        }
+    }
+    if let Some(Value::Array(values)) = object.get("enum")
+        && let Some(Value::String(t)) = object.get("type")
+    {
+        for v in values {
+            let matches = match t.as_str() {
+                "string" => v.is_string(),
+                "integer" => v.is_i64() || v.is_u64(),
+                _ => true,
+            };
+            if !matches {
+                problems.push(format!("{path}: enum value {v} is not a {t}"));
+            }
+        }
+    }
+
+    if let Some(Value::Object(properties)) = object.get("properties") {
+        for (name, child) in properties {
+            structural_problems(child, &format!("{path}.{name}"), in_junctor, problems);
+        }
+    }
+    if let Some(items) = object.get("items") {
+        structural_problems(items, &format!("{path}[]"), in_junctor, problems);
+    }
+    if let Some(additional @ Value::Object(_)) = object.get("additionalProperties") {
+        structural_problems(additional, &format!("{path}{{}}"), in_junctor, problems);
+    }
+    for junctor in ["allOf", "anyOf", "oneOf"] {
+        for (i, child) in object
+            .get(junctor)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            structural_problems(child, &format!("{path}.{junctor}[{i}]"), true, problems);
+        }
+    }
+    if let Some(not) = object.get("not") {
+        structural_problems(not, &format!("{path}.not"), true, problems);
+    }
+}
+
+#[test]
+fn schema_is_structural() {
+    let crd = serde_json::to_value(Stream::crd()).unwrap();
+    let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+    let mut problems = Vec::new();
+    structural_problems(schema, "", false, &mut problems);
+    // metadata may only constrain name/generateName; the generated schema leaves it alone.
+    assert!(schema["properties"].get("metadata").is_none());
+    assert!(problems.is_empty(), "{problems:#?}");
+}
+
+#[test]
+fn the_walker_catches_non_structural_schemas() {
+    let bad = serde_json::json!({
+        "type": "object",
+        "properties": {
+            "untyped": {"description": "no type"},
+            "both": {"type": "object", "properties": {}, "additionalProperties": {"type": "string"}},
+            "junctor": {"type": "string", "anyOf": [{"type": "string"}]},
+            "reference": {"$ref": "#/definitions/x"}
+        }
+    });
+    let mut problems = Vec::new();
+    structural_problems(&bad, "", false, &mut problems);
+    for expected in [
+        ".untyped: no type",
+        ".both: properties and additionalProperties together",
+        ".junctor.anyOf[0]: type inside a logical junctor",
+        ".reference: $ref is not allowed",
+    ] {
+        assert!(
+            problems.iter().any(|p| p == expected),
+            "{expected}: {problems:#?}"
+        );
+    }
+}
+
+// --- CEL --------------------------------------------------------------------------------------
+
+fn stream_from_yaml(spec: &str) -> Stream {
+    let yaml = format!(
+        "apiVersion: streammachine.io/v1alpha1\nkind: Stream\nmetadata:\n  name: live\n  namespace: radio\nspec:\n{}",
+        indent(spec)
+    );
+    serde_saphyr::from_str(&yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"))
+}
+
+fn indent(s: &str) -> String {
+    s.lines().map(|l| format!("  {l}\n")).collect()
+}
+
+const BASE: &str = "format: mp3\nsource:\n  passwordSecretRef: {name: encoder, key: password}\n";
+
+#[test]
+fn cel_rules_accept_good_specs() {
+    let good = [
+        "",
+        "rewind: 1m\nburst: 1m",
+        "rewind: 24h",
+        "rewind: 2h30m\nburst: 45s",
+        "key: kpcc_live",
+        "slaves: {replicas: 3}",
+        "slaves: {autoscaling: {minReplicas: 2, maxReplicas: 2}}",
+        "ingress: {enabled: true, host: radio.example.org}",
+        "group: kpcc\ningress: {enabled: true, host: radio.example.org, groupPlaylist: true}",
+    ];
+    for extra in good {
+        let stream = stream_from_yaml(&format!("{BASE}{extra}"));
+        assert!(
+            stream.validate_cel().is_ok(),
+            "{extra}: {:?}",
+            stream.validate_cel()
+        );
+        assert!(
+            validate(&stream).is_ok(),
+            "{extra}: {:?}",
+            validate(&stream)
+        );
+    }
+}
+
+#[test]
+fn cel_rules_reject_bad_specs() {
+    let bad = [
+        (
+            "rewind: 59s\nburst: 10s",
+            "rewind must be between 1m and 24h",
+        ),
+        ("rewind: 25h", "rewind must be between 1m and 24h"),
+        ("rewind: 1m\nburst: 2m", "burst must not be longer"),
+        (
+            "slaves: {autoscaling: {minReplicas: 5, maxReplicas: 2}}",
+            "must not exceed",
+        ),
+        (
+            "slaves: {replicas: 2, autoscaling: {maxReplicas: 4}}",
+            "either slaves.replicas or slaves.autoscaling",
+        ),
+        ("ingress: {enabled: true}", "ingress.host is required"),
+        (
+            "ingress: {groupPlaylist: true}",
+            "groupPlaylist needs spec.group",
+        ),
+    ];
+    for (extra, message) in bad {
+        let stream = stream_from_yaml(&format!("{BASE}{extra}"));
+        let errors = stream
+            .validate_cel()
+            .expect_err(&format!("{extra} should be rejected"));
+        assert!(
+            format!("{errors:?}").contains(message),
+            "{extra}: expected {message:?} in {errors:?}"
+        );
+        // The operator's own validation agrees, for Streams admitted without CEL.
+        assert!(validate(&stream).is_err(), "{extra}");
+    }
+}
+
+#[test]
+fn the_stream_key_is_immutable() {
+    let old = stream_from_yaml(&format!("{BASE}key: live"));
+    let same = stream_from_yaml(&format!("{BASE}key: live\nrewind: 2h"));
+    assert!(same.validate_cel_update(&old).is_ok());
+
+    let changed = stream_from_yaml(&format!("{BASE}key: other"));
+    let errors = changed.validate_cel_update(&old).unwrap_err();
+    assert!(
+        format!("{errors:?}").contains("spec.key is immutable"),
+        "{errors:?}"
+    );
+
+    let implicit = stream_from_yaml(BASE);
+    assert!(
+        stream_from_yaml(&format!("{BASE}key: added"))
+            .validate_cel_update(&implicit)
+            .is_err()
+    );
+    assert!(
+        implicit.validate_cel_update(&old).is_err(),
+        "removing the key"
+    );
+}
+
+// --- examples ---------------------------------------------------------------------------------
+
+fn streams_in(relative: &str) -> Vec<Stream> {
+    let documents: Vec<Value> = serde_saphyr::from_multiple(&read(relative)).unwrap();
+    documents
+        .into_iter()
+        .filter(|d| d["kind"] == "Stream")
+        .map(|d| serde_json::from_value(d).unwrap())
+        .collect()
+}
+
+#[test]
+fn examples_are_valid_streams() {
+    let mp3 = streams_in("examples/stream-mp3.yaml");
+    assert_eq!(mp3.len(), 1);
+    let group = streams_in("examples/stream-aac-group-ingress.yaml");
+    assert!(group.len() >= 2, "an AAC group has several variants");
+    for stream in mp3.iter().chain(&group) {
+        assert!(stream.validate_cel().is_ok(), "{:?}", stream.validate_cel());
+        let mut with_ns = stream.clone();
+        with_ns
+            .metadata
+            .namespace
+            .get_or_insert_with(|| "radio".into());
+        assert!(validate(&with_ns).is_ok(), "{:?}", validate(&with_ns));
+    }
+    assert!(
+        group
+            .iter()
+            .all(|s| s.spec.ingress.enabled && s.spec.group.is_some())
+    );
+    assert_eq!(
+        group
+            .iter()
+            .filter(|s| s.spec.ingress.group_playlist)
+            .count(),
+        1,
+        "exactly one variant routes the group playlist"
+    );
+}
