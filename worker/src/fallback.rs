@@ -193,6 +193,7 @@ async fn relay(
     url: &str,
     cancel: &CancellationToken,
 ) -> Result<Stop, FallbackError> {
+    crate::install_tls_provider();
     let client = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10))
         .user_agent(concat!("StreamMachine/", env!("CARGO_PKG_VERSION")))

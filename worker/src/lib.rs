@@ -22,3 +22,11 @@ pub mod routes;
 pub mod run;
 pub mod server;
 pub mod stream;
+
+/// Install the process-wide TLS crypto provider (ring) once; https relays need it.
+pub fn install_tls_provider() {
+    static DONE: std::sync::Once = std::sync::Once::new();
+    DONE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}

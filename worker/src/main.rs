@@ -18,7 +18,7 @@ fn init_logging(format: LogFormat) {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // One TLS provider for the whole process (relays over https).
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    streammachine::install_tls_provider();
     match cli.command {
         Command::Standalone(args) => {
             let (settings, password) = args.settings().context("invalid configuration")?;
