@@ -4,6 +4,9 @@
 //!
 //! Needs the tools of `scripts/k8s-tools.sh`; the tests fail (never skip) without them.
 
+// Helpers outside #[test] fns fail by panicking too; clippy only exempts the test fns.
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::path::{Path, PathBuf};
