@@ -170,16 +170,23 @@ async fn operate(
         }
         info!("Acquired the leader lease.");
         metrics.leader.set(1);
+        // Watch for a lost lease until the operator stops. The task must end on stop: it holds
+        // a receiver of the lease state, and the lease is only released once all are dropped.
         let lost = leader::lost(leadership.subscribe());
         tokio::spawn({
             let stop_tx = stop_tx.clone();
+            let stopping = stopped(stop_rx.clone());
             async move {
-                lost.await;
-                stop_tx.send_if_modified(|stop| {
-                    let first = stop.is_none();
-                    stop.get_or_insert(Stop::LostLeadership);
-                    first
-                });
+                tokio::select! {
+                    () = lost => {
+                        stop_tx.send_if_modified(|stop| {
+                            let first = stop.is_none();
+                            stop.get_or_insert(Stop::LostLeadership);
+                            first
+                        });
+                    }
+                    () = stopping => {}
+                }
             }
         });
         Some(leadership)

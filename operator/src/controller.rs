@@ -548,7 +548,13 @@ pub async fn run(
             children.clone(),
         )
         .owns(scoped_api::<Ingress>(&client, ns), children)
-        .with_config(controller::Config::default().concurrency(4))
+        // Creating a Stream's children fires one owned-object event per child; a short
+        // debounce folds them into one reconcile.
+        .with_config(
+            controller::Config::default()
+                .concurrency(4)
+                .debounce(Duration::from_millis(500)),
+        )
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -556,6 +562,10 @@ pub async fn run(
                 Ok((object, _)) => debug!(stream = %object, "Reconciled."),
                 // Reconcile errors are logged by error_policy; these are queue/watch errors.
                 Err(controller::Error::ReconcilerFailed(..)) => {}
+                // A trigger (e.g. a garbage-collected child) for a Stream already deleted.
+                Err(controller::Error::ObjectNotFound(object)) => {
+                    debug!(stream = %object, "Stream is gone.");
+                }
                 Err(error) => warn!(%error, "Controller error."),
             }
         })
