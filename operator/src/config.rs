@@ -43,12 +43,6 @@ impl fmt::Display for Sensitive {
     }
 }
 
-impl From<String> for Sensitive {
-    fn from(value: String) -> Self {
-        Self(value)
-    }
-}
-
 impl Serialize for Sensitive {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(&self.0)

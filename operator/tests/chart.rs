@@ -286,6 +286,10 @@ fn bad_values_are_rejected() {
             "bad-values-missing-url.yaml",
             "externalRedis.url is required when redis.enabled=false",
         ),
+        (
+            "bad-values-two-leaders.yaml",
+            "needs operator.leaderElection.enabled=true",
+        ),
     ] {
         let output = helm_template(&[data.join(file)], &[], KUBE_VERSIONS[1]);
         let stderr = String::from_utf8_lossy(&output.stderr);

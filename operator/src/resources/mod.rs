@@ -59,8 +59,9 @@ pub struct WorkerSettings {
     pub cluster_token: Sensitive,
 }
 
-/// Everything the operator wants to exist for one Stream.
-#[derive(Clone, Debug)]
+/// Everything the operator wants to exist for one Stream. Deliberately not `Debug`: the Secret
+/// holds the cluster token and URLs in plain bytes.
+#[derive(Clone)]
 pub struct Desired {
     /// The config for the master's Redis store.
     pub config: StreamConfig,
