@@ -50,6 +50,9 @@ pub enum AppError {
     /// Another replica took over; exiting lets Kubernetes restart this one as a standby.
     #[error("lost the leader lease")]
     LostLeadership,
+    /// The election task ended before this replica became leader (see its logged error).
+    #[error("leader election stopped before the lease was acquired")]
+    ElectionFailed,
 }
 
 /// Why the controller stops.
@@ -160,7 +163,7 @@ async fn operate(
         tokio::select! {
             acquired = leadership.acquired() => {
                 if !acquired {
-                    return Err(AppError::LostLeadership);
+                    return Err(AppError::ElectionFailed);
                 }
             }
             () = stopped(stop_rx.clone()) => {

@@ -22,6 +22,7 @@ use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::core::DeserializeGuard;
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::finalizer::{self, finalizer};
@@ -68,6 +69,9 @@ pub enum Error {
     /// The config document could not be serialized.
     #[error("serializing the stream config: {0}")]
     Serialization(#[source] serde_json::Error),
+    /// The stored object does not deserialize as a Stream (e.g. stored under an older schema).
+    #[error("malformed Stream: {0}")]
+    Malformed(String),
     /// Adding or removing the finalizer failed, or a step inside it did. Boxed because
     /// `finalizer::Error` is generic over this very type.
     #[error("{0}")]
@@ -89,7 +93,7 @@ impl Error {
     /// How to retry after this error.
     pub fn class(&self) -> ErrorClass {
         match self {
-            Error::InvalidSpec(_) => ErrorClass::InvalidSpec,
+            Error::InvalidSpec(_) | Error::Malformed(_) => ErrorClass::InvalidSpec,
             Error::SourceSecret(_) | Error::Build(_) | Error::Serialization(_) => {
                 ErrorClass::Blocked
             }
@@ -118,6 +122,7 @@ impl Error {
             Error::Kube(_) => "kube",
             Error::Build(_) => "build",
             Error::Serialization(_) => "serialization",
+            Error::Malformed(_) => "malformed",
             Error::Finalizer(e) => match e.as_ref() {
                 finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => {
                     e.metric_label()
@@ -196,7 +201,7 @@ pub struct Context {
 }
 
 /// `namespace/name` of a Stream: its identity in logs, backoff and the Redis owner table.
-fn stream_id(stream: &Stream) -> String {
+fn stream_id(stream: &impl Resource) -> String {
     format!(
         "{}/{}",
         stream.namespace().unwrap_or_default(),
@@ -204,17 +209,41 @@ fn stream_id(stream: &Stream) -> String {
     )
 }
 
+/// What the controller watches: a Stream, or the error and metadata of an object that does not
+/// deserialize as one. Without the guard, one such object would fail every list of the watcher
+/// and stop the controller for all Streams.
+pub type WatchedStream = DeserializeGuard<Stream>;
+
 /// Reconciles one Stream.
-#[instrument(skip(stream, ctx), fields(stream = %stream_id(&stream)))]
-pub async fn reconcile(stream: Arc<Stream>, ctx: Arc<Context>) -> Result<Action, Error> {
+#[instrument(skip(object, ctx), fields(stream = %stream_id(object.as_ref())))]
+pub async fn reconcile(object: Arc<WatchedStream>, ctx: Arc<Context>) -> Result<Action, Error> {
     let _timer = ctx.metrics.reconcile.start();
-    let id = stream_id(&stream);
+    match &object.0 {
+        Ok(stream) => reconcile_stream(Arc::new(stream.clone()), &ctx).await,
+        Err(invalid) => {
+            let event = Event {
+                type_: EventType::Warning,
+                reason: reasons::MALFORMED.to_owned(),
+                note: Some(invalid.error.clone()),
+                action: "Reconcile".to_owned(),
+                secondary: None,
+            };
+            if let Err(error) = ctx.recorder.publish(&event, &object.object_ref(&())).await {
+                warn!(%error, "Could not publish an event.");
+            }
+            Err(Error::Malformed(invalid.error.clone()))
+        }
+    }
+}
+
+async fn reconcile_stream(stream: Arc<Stream>, ctx: &Context) -> Result<Action, Error> {
+    let id = stream_id(stream.as_ref());
     let api: Api<Stream> =
         Api::namespaced(ctx.client.clone(), &stream.namespace().unwrap_or_default());
     let action = finalizer(&api, REDIS_FINALIZER, stream, |event| async {
         match event {
-            finalizer::Event::Apply(stream) => apply(&stream, &ctx).await,
-            finalizer::Event::Cleanup(stream) => cleanup(&stream, &ctx).await,
+            finalizer::Event::Apply(stream) => apply(&stream, ctx).await,
+            finalizer::Event::Cleanup(stream) => cleanup(&stream, ctx).await,
         }
     })
     .await
@@ -224,8 +253,8 @@ pub async fn reconcile(stream: Arc<Stream>, ctx: Arc<Context>) -> Result<Action,
 }
 
 /// Decides the retry after a failed reconcile.
-pub fn error_policy(stream: Arc<Stream>, error: &Error, ctx: Arc<Context>) -> Action {
-    let id = stream_id(&stream);
+pub fn error_policy(object: Arc<WatchedStream>, error: &Error, ctx: Arc<Context>) -> Action {
+    let id = stream_id(object.as_ref());
     ctx.metrics.reconcile.failed(error.metric_label());
     match error.class() {
         ErrorClass::InvalidSpec => {
@@ -516,13 +545,13 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.client.clone();
-    let streams: Api<Stream> = scoped_api(&client, namespace.as_deref());
+    let streams: Api<WatchedStream> = scoped_api(&client, namespace.as_deref());
     let (reader, writer) = reflector::store();
     // Status-only updates must not trigger reconciles: the status holds live figures (listeners,
     // buffered seconds), so every status write would otherwise cause the next reconcile.
     // Spec changes bump the generation; finalizer edits and deletion marking are added
     // explicitly because they do not always.
-    let deleting = |s: &Stream| Some(u64::from(s.metadata.deletion_timestamp.is_some()));
+    let deleting = |s: &WatchedStream| Some(u64::from(s.meta().deletion_timestamp.is_some()));
     let predicate = predicates::generation
         .combine(predicates::finalizers)
         .combine(deleting);

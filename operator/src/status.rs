@@ -35,6 +35,8 @@ pub mod reasons {
     pub const SOURCE_SECRET_UNAVAILABLE: &str = "SourceSecretUnavailable";
     /// Another Stream already uses the stream key.
     pub const KEY_IN_USE: &str = "KeyInUse";
+    /// Event reason: the stored object does not deserialize as a Stream.
+    pub const MALFORMED: &str = "Malformed";
     /// SourceConnected: an encoder is connected.
     pub const SOURCE_CONNECTED: &str = "SourceConnected";
     /// SourceConnected: the master has the stream but no encoder.

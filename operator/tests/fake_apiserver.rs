@@ -27,7 +27,7 @@ use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config, ResourceExt};
 use redis::AsyncCommands;
@@ -303,6 +303,20 @@ async fn operator_binary_reconciles_streams_against_a_fake_api_server() {
         Some("operator-0")
     );
 
+    // --- an object stored under another schema (the fake has no schema validation) must not
+    // stop the controller for the other Streams ------------------------------------------------
+    let raw: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), "radio", &ApiResource::erase::<Stream>(&()));
+    let malformed: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "streammachine.io/v1alpha1", "kind": "Stream",
+        "metadata": {"name": "legacy"},
+        "spec": {"format": "ogg", "mount": "/legacy"}
+    }))
+    .unwrap();
+    raw.create(&PostParams::default(), &malformed)
+        .await
+        .unwrap();
+
     // --- a Stream is applied: config in Redis, children, status -------------------------------
     let streams: Api<Stream> = Api::namespaced(client.clone(), "radio");
     streams
@@ -453,6 +467,14 @@ async fn operator_binary_reconciles_streams_against_a_fake_api_server() {
     })
     .await;
     assert_eq!(warnings[0].type_.as_deref(), Some("Warning"));
+    let malformed_events = events.list(&Default::default()).await.unwrap();
+    assert!(
+        malformed_events
+            .items
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("Malformed")),
+        "the malformed Stream gets a Warning event"
+    );
     assert!(!exists(&deployments, "broken-slave").await);
 
     // --- spec update: the ingress is switched off and its Ingresses pruned --------------------

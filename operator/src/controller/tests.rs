@@ -201,7 +201,7 @@ async fn run(
     let verifier = tokio::spawn(verify(handle, calls));
     let result = tokio::time::timeout(
         Duration::from_secs(5),
-        reconcile(Arc::new(stream), ctx.clone()),
+        reconcile(Arc::new(DeserializeGuard(Ok(stream))), ctx.clone()),
     )
     .await
     .expect("reconcile hung: a mocked call was not answered");
@@ -210,6 +210,10 @@ async fn run(
         .expect("the reconciler made fewer calls than expected")
         .unwrap();
     (result, sent, store, ctx)
+}
+
+fn guarded(s: Stream) -> Arc<WatchedStream> {
+    Arc::new(DeserializeGuard(Ok(s)))
 }
 
 fn finalized(mut s: Stream) -> Stream {
@@ -550,7 +554,7 @@ async fn invalid_spec_gets_a_condition_and_one_warning_but_no_requeue() {
     assert_eq!(error.class(), ErrorClass::InvalidSpec);
     assert_eq!(error.metric_label(), "invalid_spec");
     assert_eq!(
-        error_policy(Arc::new(s), &error, ctx.clone()),
+        error_policy(guarded(s), &error, ctx.clone()),
         Action::await_change()
     );
     let ready = condition(&sent[0].body["status"], "Ready");
@@ -582,7 +586,7 @@ async fn missing_source_secret_blocks_with_a_condition_and_a_slow_retry() {
     let error = result.unwrap_err();
     assert_eq!(error.class(), ErrorClass::Blocked);
     assert_eq!(
-        error_policy(Arc::new(s), &error, ctx),
+        error_policy(guarded(s), &error, ctx),
         Action::requeue(BLOCKED_RETRY)
     );
     assert_eq!(
@@ -640,7 +644,7 @@ async fn conflict_on_apply_is_transient_and_backs_off() {
     let (result, _, _, ctx) = run(s.clone(), on_air(), |_| {}, calls).await;
     let error = result.unwrap_err();
     assert_eq!(error.class(), ErrorClass::Transient);
-    let s = Arc::new(s);
+    let s = guarded(s);
     assert_eq!(
         error_policy(s.clone(), &error, ctx.clone()),
         Action::requeue(Duration::from_secs(2))
@@ -713,6 +717,26 @@ async fn unreachable_master_is_a_condition_not_a_failure() {
     );
     assert_eq!(condition(status, "Degraded")["reason"], "MasterUnreachable");
     assert_eq!(sent[10].body["type"], "Warning");
+}
+
+#[tokio::test]
+async fn a_malformed_object_gets_a_warning_and_waits_for_a_change() {
+    let Harness { ctx, handle, .. } = harness(on_air());
+    let malformed: Arc<WatchedStream> = Arc::new(
+        serde_json::from_value(json!({
+            "apiVersion": "streammachine.io/v1alpha1", "kind": "Stream",
+            "metadata": {"name": "old", "namespace": "radio", "uid": "u1"},
+            "spec": {"format": "ogg"}
+        }))
+        .unwrap(),
+    );
+    assert!(malformed.0.is_err(), "the guard catches the bad spec");
+    let verifier = tokio::spawn(verify(handle, vec![call("POST", EVENTS, Reply::Echo)]));
+    let error = reconcile(malformed.clone(), ctx.clone()).await.unwrap_err();
+    let sent = verifier.await.unwrap();
+    assert_eq!(sent[0].body["reason"], "Malformed");
+    assert_eq!(sent[0].body["regarding"]["name"], "old");
+    assert_eq!(error_policy(malformed, &error, ctx), Action::await_change());
 }
 
 #[test]
