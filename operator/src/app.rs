@@ -12,8 +12,8 @@ use tracing::{info, warn};
 
 use crate::admin::{self, AdminState};
 use crate::cli::Args;
-use crate::controller::{self, Backoff, Context, scoped_api};
-use crate::crd::{CRD_NAME, Stream};
+use crate::controller::{self, Backoff, Context, WatchedStream, scoped_api};
+use crate::crd::CRD_NAME;
 use crate::leader;
 use crate::master::MasterClient;
 use crate::metrics::Metrics;
@@ -215,9 +215,10 @@ async fn operate(
     }
 }
 
-/// Fails with `CrdMissing` unless Streams can be listed.
+/// Fails with `CrdMissing` unless Streams can be listed. Listed through the guard, so a
+/// malformed Stream does not stop the operator from starting.
 async fn ensure_crd(client: &Client, namespace: Option<&str>) -> Result<(), AppError> {
-    let streams: Api<Stream> = scoped_api(client, namespace);
+    let streams: Api<WatchedStream> = scoped_api(client, namespace);
     match streams.list(&ListParams::default().limit(1)).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.is_not_found() => Err(AppError::CrdMissing),

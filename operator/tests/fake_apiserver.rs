@@ -287,6 +287,20 @@ async fn operator_binary_reconciles_streams_against_a_fake_api_server() {
     let mut pubsub = redis_client.get_async_pubsub().await.unwrap();
     pubsub.subscribe("streammachine:config").await.unwrap();
 
+    // --- an object stored under another schema (the fake has no schema validation) must not
+    // stop the operator from starting, nor the controller for the other Streams ---------------
+    let raw: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), "radio", &ApiResource::erase::<Stream>(&()));
+    let malformed: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "streammachine.io/v1alpha1", "kind": "Stream",
+        "metadata": {"name": "legacy"},
+        "spec": {"format": "ogg", "mount": "/legacy"}
+    }))
+    .unwrap();
+    raw.create(&PostParams::default(), &malformed)
+        .await
+        .unwrap();
+
     let mut operator = Operator::start(dir.path(), &api, &redis.url, &master_url);
     wait_for("the operator to be ready", WAIT, || async {
         (operator.get("/readyz").await?.0 == 200).then_some(())
@@ -302,20 +316,6 @@ async fn operator_binary_reconciles_streams_against_a_fake_api_server() {
         lease.spec.unwrap().holder_identity.as_deref(),
         Some("operator-0")
     );
-
-    // --- an object stored under another schema (the fake has no schema validation) must not
-    // stop the controller for the other Streams ------------------------------------------------
-    let raw: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), "radio", &ApiResource::erase::<Stream>(&()));
-    let malformed: DynamicObject = serde_json::from_value(json!({
-        "apiVersion": "streammachine.io/v1alpha1", "kind": "Stream",
-        "metadata": {"name": "legacy"},
-        "spec": {"format": "ogg", "mount": "/legacy"}
-    }))
-    .unwrap();
-    raw.create(&PostParams::default(), &malformed)
-        .await
-        .unwrap();
 
     // --- a Stream is applied: config in Redis, children, status -------------------------------
     let streams: Api<Stream> = Api::namespaced(client.clone(), "radio");
