@@ -86,17 +86,13 @@ pub async fn run(args: Args) -> Result<(), AppError> {
         async move {
             shutdown_signal().await;
             info!("Shutdown requested.");
-            stop_tx.send_replace(Some(Stop::Signal));
+            request_stop(&stop_tx, Stop::Signal);
         }
     });
 
     let result = operate(&args, metrics, &admin_state, &stop_tx, stop_rx).await;
     // Whatever ended the controller, the admin server goes too.
-    stop_tx.send_if_modified(|stop| {
-        let first = stop.is_none();
-        stop.get_or_insert(Stop::Signal);
-        first
-    });
+    request_stop(&stop_tx, Stop::Signal);
     if let Ok(Err(error)) = admin_server.await {
         warn!(%error, "Admin server failed.");
     }
@@ -181,13 +177,7 @@ async fn operate(
             let stopping = stopped(stop_rx.clone());
             async move {
                 tokio::select! {
-                    () = lost => {
-                        stop_tx.send_if_modified(|stop| {
-                            let first = stop.is_none();
-                            stop.get_or_insert(Stop::LostLeadership);
-                            first
-                        });
-                    }
+                    () = lost => request_stop(&stop_tx, Stop::LostLeadership),
                     () = stopping => {}
                 }
             }
@@ -224,6 +214,15 @@ async fn ensure_crd(client: &Client, namespace: Option<&str>) -> Result<(), AppE
         Err(kube::Error::Api(status)) if status.is_not_found() => Err(AppError::CrdMissing),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Sets the stop reason unless one is set already: the first reason is the one reported.
+fn request_stop(stop: &watch::Sender<Option<Stop>>, reason: Stop) {
+    stop.send_if_modified(|current| {
+        let first = current.is_none();
+        current.get_or_insert(reason);
+        first
+    });
 }
 
 /// Resolves once a stop reason is set (or the sender is gone).
