@@ -1,6 +1,6 @@
 //! Tests on a real cluster (kind or k3d): install the chart, stream through the ingress, scale,
-//! roll the slaves while a listener is connected. They are `#[ignore]`d because no cluster
-//! exists on the build machines; operator/README-k8s.md ("Tests on a real cluster") has the
+//! roll the slaves while a listener is connected. They are ignored by default because no
+//! cluster exists on the build machines; operator/README-k8s.md ("Tests on a real cluster") has the
 //! commands that create one and run them:
 //!
 //! ```sh

@@ -161,10 +161,10 @@ struct Harness {
     handle: Handle,
 }
 
-fn harness(master: Result<Option<StreamReport>, MasterError>) -> Harness {
+fn harness(master: Result<Option<StreamReport>, MasterError>, store: MemoryStore) -> Harness {
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, "radio");
-    let store = Arc::new(MemoryStore::default());
+    let store = Arc::new(store);
     let ctx = Arc::new(Context {
         client: client.clone(),
         store: store.clone(),
@@ -188,7 +188,7 @@ fn harness(master: Result<Option<StreamReport>, MasterError>) -> Harness {
 async fn run(
     stream: Stream,
     master: Result<Option<StreamReport>, MasterError>,
-    store_setup: impl FnOnce(&MemoryStore),
+    store: MemoryStore,
     calls: Vec<Call>,
 ) -> (
     Result<Action, Error>,
@@ -196,8 +196,7 @@ async fn run(
     Arc<MemoryStore>,
     Arc<Context>,
 ) {
-    let Harness { ctx, store, handle } = harness(master);
-    store_setup(&store);
+    let Harness { ctx, store, handle } = harness(master, store);
     let verifier = tokio::spawn(verify(handle, calls));
     let result = tokio::time::timeout(
         Duration::from_secs(5),
@@ -214,6 +213,19 @@ async fn run(
 
 fn guarded(s: Stream) -> Arc<WatchedStream> {
     Arc::new(DeserializeGuard(Ok(s)))
+}
+
+/// A store already holding key `live`, written by the Stream `owner`.
+fn store_with_live(owner: &str, document: &str) -> MemoryStore {
+    let store = MemoryStore::default();
+    store.entries.lock().unwrap().insert(
+        "live".into(),
+        Entry {
+            owner: owner.into(),
+            document: document.into(),
+        },
+    );
+    store
 }
 
 fn finalized(mut s: Stream) -> Stream {
@@ -284,7 +296,7 @@ async fn a_new_stream_first_gets_the_finalizer() {
         format!("{STREAMS}/live"),
         Reply::Json(as_json(&s)),
     )];
-    let (result, sent, store, _) = run(s, on_air(), |_| {}, calls).await;
+    let (result, sent, store, _) = run(s, on_air(), MemoryStore::default(), calls).await;
     assert_eq!(result.unwrap(), Action::await_change());
     assert_eq!(sent[0].content_type, "application/json-patch+json");
     assert_eq!(
@@ -300,7 +312,13 @@ async fn a_new_stream_first_gets_the_finalizer() {
 #[tokio::test]
 async fn first_apply_writes_config_children_status_and_events() {
     let s = finalized(stream("live"));
-    let (result, sent, store, _) = run(s.clone(), on_air(), |_| {}, first_apply_calls(&s)).await;
+    let (result, sent, store, _) = run(
+        s.clone(),
+        on_air(),
+        MemoryStore::default(),
+        first_apply_calls(&s),
+    )
+    .await;
     assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(30)));
 
     // Redis: the config, owned by radio/live, announced once.
@@ -391,21 +409,8 @@ async fn steady_state_reapplies_children_to_undo_drift_and_writes_nothing_else()
         ),
         call("PATCH", format!("{PDBS}/live-slave"), Reply::Echo),
     ];
-    let (result, sent, store, _) = run(
-        s,
-        on_air(),
-        |store| {
-            store.entries.lock().unwrap().insert(
-                "live".into(),
-                Entry {
-                    owner: "radio/live".into(),
-                    document,
-                },
-            );
-        },
-        calls,
-    )
-    .await;
+    let (result, sent, store, _) =
+        run(s, on_air(), store_with_live("radio/live", &document), calls).await;
     assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(30)));
     assert_eq!(sent[3].body["spec"]["replicas"], 2);
     assert!(sent[3].query.contains("force=true"));
@@ -456,7 +461,7 @@ async fn spec_update_applies_new_children_and_prunes_unwanted_ones() {
             Reply::Json(as_json(&s)),
         ),
     ];
-    let (result, sent, _, _) = run(s, on_air(), |_| {}, calls).await;
+    let (result, sent, _, _) = run(s, on_air(), MemoryStore::default(), calls).await;
     assert!(result.is_ok(), "{result:?}");
     assert!(
         sent[3].body["spec"].get("replicas").is_none(),
@@ -482,22 +487,8 @@ async fn deleting_removes_the_redis_entry_then_the_finalizer() {
         format!("{STREAMS}/live"),
         Reply::Json(as_json(&s)),
     )];
-    let (result, sent, store, _) = run(
-        s,
-        on_air(),
-        |store| {
-            let mut entries = store.entries.lock().unwrap();
-            entries.insert(
-                "live".into(),
-                Entry {
-                    owner: "radio/live".into(),
-                    document: "{}".into(),
-                },
-            );
-        },
-        calls,
-    )
-    .await;
+    let (result, sent, store, _) =
+        run(s, on_air(), store_with_live("radio/live", "{}"), calls).await;
     assert_eq!(result.unwrap(), Action::await_change());
     assert!(store.entries.lock().unwrap().is_empty());
     assert_eq!(*store.published.lock().unwrap(), ["live"]);
@@ -518,21 +509,7 @@ async fn deleting_keeps_a_key_another_stream_owns() {
         format!("{STREAMS}/live"),
         Reply::Json(as_json(&s)),
     )];
-    let (result, _, store, _) = run(
-        s,
-        on_air(),
-        |store| {
-            store.entries.lock().unwrap().insert(
-                "live".into(),
-                Entry {
-                    owner: "other/live".into(),
-                    document: "{}".into(),
-                },
-            );
-        },
-        calls,
-    )
-    .await;
+    let (result, _, store, _) = run(s, on_air(), store_with_live("other/live", "{}"), calls).await;
     assert!(result.is_ok());
     assert_eq!(store.entries.lock().unwrap()["live"].owner, "other/live");
 }
@@ -549,7 +526,7 @@ async fn invalid_spec_gets_a_condition_and_one_warning_but_no_requeue() {
         ),
         call("POST", EVENTS, Reply::Echo),
     ];
-    let (result, sent, store, ctx) = run(s.clone(), on_air(), |_| {}, calls).await;
+    let (result, sent, store, ctx) = run(s.clone(), on_air(), MemoryStore::default(), calls).await;
     let error = result.unwrap_err();
     assert_eq!(error.class(), ErrorClass::InvalidSpec);
     assert_eq!(error.metric_label(), "invalid_spec");
@@ -582,7 +559,7 @@ async fn missing_source_secret_blocks_with_a_condition_and_a_slow_retry() {
         ),
         call("POST", EVENTS, Reply::Echo),
     ];
-    let (result, sent, _, ctx) = run(s.clone(), on_air(), |_| {}, calls).await;
+    let (result, sent, _, ctx) = run(s.clone(), on_air(), MemoryStore::default(), calls).await;
     let error = result.unwrap_err();
     assert_eq!(error.class(), ErrorClass::Blocked);
     assert_eq!(
@@ -607,21 +584,7 @@ async fn a_key_used_by_another_stream_is_reported() {
         ),
         call("POST", EVENTS, Reply::Echo),
     ];
-    let (result, sent, _, _) = run(
-        s,
-        on_air(),
-        |store| {
-            store.entries.lock().unwrap().insert(
-                "live".into(),
-                Entry {
-                    owner: "other/live".into(),
-                    document: "{}".into(),
-                },
-            );
-        },
-        calls,
-    )
-    .await;
+    let (result, sent, _, _) = run(s, on_air(), store_with_live("other/live", "{}"), calls).await;
     assert_eq!(result.unwrap_err().metric_label(), "key_in_use");
     let ready = condition(&sent[1].body["status"], "Ready");
     assert_eq!(ready["reason"], "KeyInUse");
@@ -641,7 +604,7 @@ async fn conflict_on_apply_is_transient_and_backs_off() {
             Reply::Fail(409),
         ),
     ];
-    let (result, _, _, ctx) = run(s.clone(), on_air(), |_| {}, calls).await;
+    let (result, _, _, ctx) = run(s.clone(), on_air(), MemoryStore::default(), calls).await;
     let error = result.unwrap_err();
     assert_eq!(error.class(), ErrorClass::Transient);
     let s = guarded(s);
@@ -663,7 +626,7 @@ async fn server_error_is_transient() {
         call("PATCH", format!("{SECRETS}/live-slave"), Reply::Echo),
         call("PATCH", format!("{SERVICES}/live-slave"), Reply::Fail(500)),
     ];
-    let (result, _, _, _) = run(s, on_air(), |_| {}, calls).await;
+    let (result, _, _, _) = run(s, on_air(), MemoryStore::default(), calls).await;
     let error = result.unwrap_err();
     assert_eq!(error.class(), ErrorClass::Transient);
     assert_eq!(error.metric_label(), "kube");
@@ -673,7 +636,7 @@ async fn server_error_is_transient() {
 async fn forbidden_is_blocked() {
     let s = finalized(stream("live"));
     let calls = vec![call("GET", format!("{SECRETS}/encoder"), Reply::Fail(403))];
-    let (result, _, _, _) = run(s, on_air(), |_| {}, calls).await;
+    let (result, _, _, _) = run(s, on_air(), MemoryStore::default(), calls).await;
     assert_eq!(result.unwrap_err().class(), ErrorClass::Blocked);
 }
 
@@ -684,7 +647,11 @@ async fn redis_down_is_transient_and_nothing_is_applied() {
     let (result, _, _, _) = run(
         s,
         on_air(),
-        |store| store.fail.store(true, Ordering::Relaxed),
+        {
+            let store = MemoryStore::default();
+            store.fail.store(true, Ordering::Relaxed);
+            store
+        },
         calls,
     )
     .await;
@@ -701,7 +668,7 @@ async fn unreachable_master_is_a_condition_not_a_failure() {
     let (result, sent, _, _) = run(
         s,
         Err(MasterError::Unreachable("connection refused".into())),
-        |_| {},
+        MemoryStore::default(),
         {
             calls.truncate(calls.len() - 1);
             calls.push(call("POST", EVENTS, Reply::Echo));
@@ -721,7 +688,7 @@ async fn unreachable_master_is_a_condition_not_a_failure() {
 
 #[tokio::test]
 async fn a_malformed_object_gets_a_warning_and_waits_for_a_change() {
-    let Harness { ctx, handle, .. } = harness(on_air());
+    let Harness { ctx, handle, .. } = harness(on_air(), MemoryStore::default());
     let malformed: Arc<WatchedStream> = Arc::new(
         serde_json::from_value(json!({
             "apiVersion": "streammachine.io/v1alpha1", "kind": "Stream",
