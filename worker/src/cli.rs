@@ -132,7 +132,7 @@ mod tests {
     fn parse(args: &[&str]) -> CommonArgs {
         let mut v = vec!["streammachine", "standalone"];
         v.extend(args);
-        match Cli::try_parse_from(v).unwrap().command {
+        match Cli::try_parse_from(v).unwrap().command() {
             Command::Standalone(a) => a,
         }
     }
@@ -169,6 +169,13 @@ mod tests {
         assert_eq!(s.burst, Duration::from_secs(5));
         assert_eq!(s.streams.len(), 2);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn no_subcommand_means_standalone() {
+        let cli = Cli::try_parse_from(["streammachine", "--rewind", "1h"]).unwrap();
+        let Command::Standalone(a) = cli.command();
+        assert_eq!(a.rewind, Some(Duration::from_secs(3600)));
     }
 
     #[test]

@@ -18,6 +18,8 @@ use crate::stream::{Stream, Tip};
 /// Why a listener's stream ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum End {
+    /// The listener disconnected.
+    Gone,
     Shutdown,
     StreamRemoved,
     /// Lagged past the bound or fell out of the buffer: disconnected and counted.
@@ -125,25 +127,28 @@ impl Cursor {
     }
 }
 
-/// Write the stream to a socket we own until it ends; a write that cannot complete within the
-/// listener's lag bound means the listener stopped reading.
-pub async fn pump_to<W: AsyncWrite + Unpin>(cursor: &mut Cursor, w: &mut W) -> End {
+/// Write the stream to a socket we own until it ends; returns why it ended and the audio bytes
+/// sent. A write that cannot complete within the listener's lag bound means it stopped reading
+/// (the caller keeps the socket's send buffer small, so that happens soon).
+pub async fn pump_to<W: AsyncWrite + Unpin>(cursor: &mut Cursor, w: &mut W) -> (End, u64) {
     let timeout = Duration::from_micros(cursor.max_lag.max(1_000_000) as u64);
     let mut pieces = Vec::with_capacity(4);
+    let mut sent = 0u64;
     loop {
         pieces.clear();
         let audio = match cursor.next(&mut pieces).await {
             Ok(n) => n,
-            Err(end) => return end,
+            Err(end) => return (end, sent),
         };
         for p in &pieces {
             match tokio::time::timeout(timeout, w.write_all(p)).await {
                 Ok(Ok(())) => {}
                 // The listener went away: an ordinary end, not a slow one.
-                Ok(Err(_)) => return End::Shutdown,
-                Err(_) => return End::Slow("stopped reading"),
+                Ok(Err(_)) => return (End::Gone, sent),
+                Err(_) => return (End::Slow("stopped reading"), sent),
             }
         }
+        sent += audio as u64;
         cursor.stream.metrics.sent_bytes.inc_by(audio as u64);
     }
 }

@@ -17,9 +17,11 @@ fn init_logging(format: LogFormat) {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // Every listener is a socket: take all the file descriptors the system allows.
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
     // One TLS provider for the whole process (relays over https).
     streammachine::install_tls_provider();
-    match cli.command {
+    match cli.command() {
         Command::Standalone(args) => {
             let (settings, password) = args.settings().context("invalid configuration")?;
             init_logging(settings.log_format);

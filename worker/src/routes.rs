@@ -25,6 +25,9 @@ use crate::listener::{Cursor, End, landing_headers, pump_to};
 use crate::rewind::Position;
 use crate::stream::Stream;
 
+/// Socket send buffer for listeners (the kernel doubles it): a few seconds of audio.
+pub const LISTENER_SEND_BUFFER: usize = 64 * 1024;
+
 /// How long a listener waits for audio (a slave still loading, a stream not yet on air).
 const WAIT_FOR_AUDIO: Duration = Duration::from_secs(10);
 
@@ -288,6 +291,9 @@ pub async fn listen_direct(
         mut cursor,
         headers,
     } = opened;
+    // Kernel autotuning would let megabytes queue up for a listener that stopped reading; a
+    // small send buffer makes a stalled listener block our writes within seconds.
+    let _ = socket2::SockRef::from(&sock).set_send_buffer_size(LISTENER_SEND_BUFFER);
     let version = if head.is_http11() {
         "HTTP/1.1"
     } else {
@@ -310,14 +316,8 @@ pub async fn listen_direct(
         return;
     }
     let stream = cursor.stream().clone();
-    let before = stream.metrics.sent_bytes.get();
-    let end = pump_to(&mut cursor, &mut sock).await;
-    log_end(
-        &stream,
-        peer,
-        end,
-        stream.metrics.sent_bytes.get().saturating_sub(before),
-    );
+    let (end, sent) = pump_to(&mut cursor, &mut sock).await;
+    log_end(&stream, peer, end, sent);
     drop(slot);
 }
 

@@ -32,17 +32,26 @@ pub struct Running {
     tasks: Vec<JoinHandle<()>>,
 }
 
-async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, RunError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| RunError::Bind { addr, what, source })
+/// Listen with a deep accept queue (the kernel caps it at `somaxconn`): a reconnect storm after
+/// a network blip must not overflow it, or clients wait a full SYN retry (1 s and more).
+pub fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, RunError> {
+    let err = |source| RunError::Bind { addr, what, source };
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .map_err(err)?;
+    socket.set_reuseaddr(true).map_err(err)?;
+    socket.bind(addr).map_err(err)?;
+    socket.listen(4096).map_err(err)
 }
 
 /// Bind both ports and start serving `app`'s streams (already configured by the caller).
 pub async fn start(app: Arc<App>) -> Result<Running, RunError> {
     let settings = &app.settings;
-    let listener = bind(settings.listen, "listeners and sources").await?;
-    let admin = bind(settings.admin_listen, "admin API").await?;
+    let listener = bind(settings.listen, "listeners and sources")?;
+    let admin = bind(settings.admin_listen, "admin API")?;
     let listen_addr = listener.local_addr().unwrap_or(settings.listen);
     let admin_addr = admin.local_addr().unwrap_or(settings.admin_listen);
     let mut tasks = vec![];

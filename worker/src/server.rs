@@ -140,7 +140,11 @@ async fn read_head(app: &App, sock: &mut TcpStream, buf: &mut BytesMut) -> Resul
                 Ok(_) => {}
             }
             if let Some(n) = http_head::head_len(buf) {
-                return Ok(n);
+                return if n > http_head::MAX_HEAD {
+                    Err(HeadRead::TooLarge)
+                } else {
+                    Ok(n)
+                };
             }
             if buf.len() > http_head::MAX_HEAD {
                 return Err(HeadRead::TooLarge);
@@ -169,6 +173,7 @@ async fn serve_http(
     peer: SocketAddr,
     router: Router,
 ) {
+    let _ = socket2::SockRef::from(&sock).set_send_buffer_size(2 * routes::LISTENER_SEND_BUFFER);
     let mut timed = TimeoutStream::new(sock);
     // A client that stops reading a long response is cut after this long.
     timed.set_write_timeout(Some(
