@@ -15,11 +15,22 @@ use crate::config::{
 #[command(
     name = "streammachine",
     version,
-    about = "Live radio streaming with hours of rewind"
+    about = "Live radio streaming with hours of rewind",
+    args_conflicts_with_subcommands = true
 )]
 pub struct Cli {
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
+    /// Without a subcommand, `streammachine` runs standalone with these flags.
+    #[command(flatten)]
+    pub standalone: CommonArgs,
+}
+
+impl Cli {
+    /// The role to run; no subcommand means standalone.
+    pub fn command(self) -> Command {
+        self.command.unwrap_or(Command::Standalone(self.standalone))
+    }
 }
 
 #[derive(Debug, Subcommand)]
