@@ -8,14 +8,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::Bytes;
 
 use crate::chunk::{Chunk, FLAG_DISCONTINUITY, Meta};
 use crate::codec::{Frame, Header};
-
-/// Chunk bytes are carved out of shared slabs of this size, so the rewind buffer pays one
-/// allocation header per slab instead of one per chunk (see the memory benchmark).
-const SLAB: usize = 64 * 1024;
 
 struct Clock {
     header: Header,
@@ -38,8 +34,8 @@ pub struct Chunker {
     last_end: Option<i64>,
     meta: Arc<Meta>,
     clock: Option<Clock>,
-    slab: BytesMut,
-    pending_len: usize,
+    /// Frames of the chunk being built; reused, so its capacity is allocated once.
+    pending: Vec<u8>,
     pending_samples: u64,
     pending_frames: u32,
     /// The next chunk starts a new clock after earlier audio.
@@ -55,8 +51,7 @@ impl Chunker {
             last_end,
             meta,
             clock: None,
-            slab: BytesMut::with_capacity(SLAB),
-            pending_len: 0,
+            pending: Vec::new(),
             pending_samples: 0,
             pending_frames: 0,
             discontinuity: false,
@@ -125,7 +120,9 @@ impl Chunker {
         let ts = clock.at(clock.samples);
         let end = clock.at(clock.samples + self.pending_samples);
         clock.samples += self.pending_samples;
-        let data = self.slab.split_to(self.pending_len).freeze();
+        // An exact-size allocation per chunk: the rewind buffer holds hours of these, so spare
+        // capacity would cost more than the copy (see benches/rewind_memory.rs).
+        let data = Bytes::from(self.pending.as_slice().to_vec());
         let chunk = Chunk {
             seq: self.next_seq,
             ts,
@@ -144,21 +141,14 @@ impl Chunker {
         self.next_seq += 1;
         self.last_end = Some(end);
         self.discontinuity = false;
-        self.pending_len = 0;
+        self.pending.clear();
         self.pending_samples = 0;
         self.pending_frames = 0;
         out.push(chunk);
     }
 
     fn append(&mut self, bytes: &[u8]) {
-        if self.slab.capacity() - self.slab.len() < bytes.len() {
-            // Start a new slab and carry over the pending part of the current chunk.
-            let mut slab = BytesMut::with_capacity(SLAB.max(2 * (self.pending_len + bytes.len())));
-            slab.extend_from_slice(&self.slab[..self.pending_len]);
-            self.slab = slab;
-        }
-        self.slab.extend_from_slice(bytes);
-        self.pending_len += bytes.len();
+        self.pending.extend_from_slice(bytes);
     }
 }
 

@@ -1,0 +1,21 @@
+#![no_main]
+//! The chunk encoding and the dump/snapshot format arrive from disk and from the network (NATS,
+//! the rewind transport): any bytes decode to an error or to chunks that re-encode identically.
+use bytes::Bytes;
+use libfuzzer_sys::fuzz_target;
+use streammachine::chunk::Chunk;
+use streammachine::dump;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(c) = Chunk::decode(Bytes::copy_from_slice(data)) {
+        assert_eq!(&c.to_bytes()[..], data);
+    }
+    let mut d = dump::Decoder::default();
+    for piece in data.chunks(13) {
+        d.push(piece);
+        while let Ok(Some(c)) = d.next_chunk() {
+            let _ = c.end();
+        }
+    }
+    let _ = dump::decode("live", data);
+});
