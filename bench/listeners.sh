@@ -17,13 +17,15 @@ RATE=${RATE:-2000}
 BURST=${BURST:-4s}   # Icecast's default burst is 64 KB, about 4 s of 128 kbps
 PW=bench-source-pw
 WORK=$(mktemp -d /tmp/sm-bench.XXXXXX)
+chmod 755 "$WORK"   # Icecast drops root privileges and must still reach its log dir
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 command -v icecast2 >/dev/null || { echo "icecast2 missing: apt-get install icecast2" >&2; exit 1; }
-cargo build --release -q -p streammachine --bin streammachine -p loadgen
+cargo build --release -q -p streammachine --bin streammachine
+cargo build --release -q -p loadgen
 SM=target/release/streammachine
 LOADGEN=target/release/loadgen
 FIXTURE=$WORK/noise.mp3
