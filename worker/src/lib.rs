@@ -12,6 +12,7 @@ pub mod codec;
 pub mod config;
 pub mod dump;
 pub mod fallback;
+pub mod hls;
 pub mod http_head;
 pub mod icy;
 pub mod ingest;

@@ -55,6 +55,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/admin/metadata", get(icecast_metadata))
         .route("/admin.cgi", get(shoutcast_metadata))
         .route("/{name}", get(by_name).head(head_stream))
+        .route("/{name}/seg/{file}", get(crate::hls::segment_route))
+        .route("/sg/{file}", get(crate::hls::group_playlist))
         .fallback(|| async { (StatusCode::NOT_FOUND, "Invalid stream.\n") })
         .layer(cors)
         .with_state(app)
@@ -335,6 +337,9 @@ async fn by_name(
         return playlist(&app, key, &headers, Playlist::M3u);
     }
     let query = query.unwrap_or_default();
+    if let Some(key) = name.strip_suffix(".m3u8") {
+        return crate::hls::media_playlist(&app, key, &query, &headers);
+    }
     let q = match parse_listen_query(&query) {
         Ok(q) => q,
         Err(e) => return ListenError::BadRequest(e).into_response(),
@@ -415,7 +420,15 @@ fn pump(app: &App, key: &str, q: &ListenQuery, length: Duration) -> Response {
     resp
 }
 
-async fn head_stream(State(app): State<Arc<App>>, Path(name): Path<String>) -> Response {
+async fn head_stream(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(key) = name.strip_suffix(".m3u8") {
+        return crate::hls::media_playlist(&app, key, &query.unwrap_or_default(), &headers);
+    }
     let Some(stream) = app.stream(&name) else {
         return ListenError::NotFound.into_response();
     };

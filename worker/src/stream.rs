@@ -192,6 +192,8 @@ pub struct Stream {
     listeners: AtomicU64,
     /// Cancelled when the stream is removed: its listeners and sources end.
     pub removed: CancellationToken,
+    /// HLS caches and listener sessions.
+    pub hls: crate::hls::StreamHls,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -250,6 +252,7 @@ impl Stream {
             sink,
             listeners: AtomicU64::new(0),
             removed: CancellationToken::new(),
+            hls: Default::default(),
         }
     }
 

@@ -1,0 +1,401 @@
+//! The segment index (sans-IO): which HLS segments a rewind buffer holds, derived from content
+//! time alone so that every replica holding the same chunks derives the same index.
+//!
+//! * A segment is a slot of content time: slot `k` covers `[k·L, (k+1)·L)` for the segment length
+//!   `L`, and its media sequence number is `k`. Frames (not chunks) are assigned to the slot their
+//!   first sample falls in, so a chunk that straddles a boundary is split on a frame boundary and
+//!   a segment is never longer than `L` plus one frame.
+//! * A slot without audio (a source gap) is an `EXT-X-GAP` segment, which keeps media sequence
+//!   numbers consecutive and aligned across the variants of a group.
+//! * When the source changes inside a slot, the slot belongs to the new source: its segment holds
+//!   only the frames after the last discontinuity in the slot (a segment cannot carry a
+//!   discontinuity inside it), so it begins with `EXT-X-DISCONTINUITY`.
+//! * A slot is listed only once it is complete: the buffer holds audio reaching its end (later
+//!   audio can then only land in later slots, as content time never runs backwards) and nothing of
+//!   it has been evicted. A slot whose audio stopped (station off air) waits for the next audio.
+//! * Discontinuity sequence numbers count the discontinuities from the oldest complete segment in
+//!   the buffer, so replicas agree; when the oldest discontinuity leaves the buffer the count drops
+//!   by one (no replica can know how many discontinuities an older buffer held).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::chunk::{Chunk, Meta};
+use crate::codec::{Format, frames_of};
+use crate::rewind::RewindBuffer;
+
+/// The longest frame of any codec we parse (ADTS with four raw blocks at 7350 Hz: 557 ms),
+/// rounded up. A segment never exceeds `L` plus one frame.
+const MAX_FRAME_US: i64 = 600_000;
+/// When the buffer is evicting, this many complete segments after the (partial) head slot stay
+/// out of the playlist, so a client can still fetch every segment it was shown for that long.
+pub const HEAD_MARGIN_SEGMENTS: i64 = 2;
+/// A gap longer than this (a clock jump, a station off air for days) ends the index: what came
+/// before it is not listed, instead of millions of gap segments.
+const MAX_GAP_US: i64 = 24 * 3600 * 1_000_000;
+
+/// `EXT-X-TARGETDURATION` for a segment length: whole seconds, at least `L` plus one frame, and
+/// derived from the setting alone so it never changes with the audio.
+pub fn target_duration(segment_len_us: i64) -> u64 {
+    ((segment_len_us.max(1) + MAX_FRAME_US + 999_999) / 1_000_000) as u64
+}
+
+pub fn segment_len_us(d: Duration) -> i64 {
+    (d.as_micros() as i64).max(1)
+}
+
+/// Where a media segment's audio lies in the buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Span {
+    pub first_seq: u64,
+    /// Byte offset of the segment's first frame in the first chunk.
+    pub first_offset: usize,
+    pub last_seq: u64,
+    /// Byte offset just past the segment's last frame in the last chunk.
+    pub last_end: usize,
+    /// Chunks touched (so a reader can tell the buffer changed under it).
+    pub chunks: u32,
+    /// Audio bytes.
+    pub bytes: usize,
+    /// Now-playing metadata at the segment's first frame.
+    pub meta: Arc<Meta>,
+    pub codec: Arc<str>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Segment {
+    /// Media sequence number: the slot, `floor(start / L)`.
+    pub msn: u64,
+    /// Content time of the first sample (the slot start for a gap), µs since the epoch.
+    pub start: i64,
+    /// Sum of the frames' durations (`L` for a gap), µs.
+    pub duration: i64,
+    /// Preceded by `EXT-X-DISCONTINUITY`.
+    pub discontinuity: bool,
+    /// Discontinuity sequence number of this segment.
+    pub dsn: u64,
+    /// `None` for a gap (`EXT-X-GAP`).
+    pub media: Option<Span>,
+}
+
+impl Segment {
+    pub fn end(&self) -> i64 {
+        self.start + self.duration
+    }
+}
+
+/// The title changed at `at` (content time) to `meta`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TitleChange {
+    pub at: i64,
+    pub meta: Arc<Meta>,
+}
+
+/// The complete segments of a buffer, oldest first, with consecutive sequence numbers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Index {
+    pub segment_len: i64,
+    pub segments: Vec<Segment>,
+    /// Title changes whose start is in the buffer, in time order.
+    pub titles: Vec<TitleChange>,
+    /// Index of the first segment a playlist may list (the rest of the head is about to leave).
+    pub advertised_from: usize,
+}
+
+/// What an index depends on, read from a buffer in O(1): the index (and so the cached playlist)
+/// is rebuilt only when this changes, i.e. at segment boundaries, not for every chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexKey {
+    pub segment_len: i64,
+    head_slot: i64,
+    head_whole: bool,
+    tail_slot: i64,
+    evicting: bool,
+}
+
+impl IndexKey {
+    pub fn of(buffer: &RewindBuffer, segment_len: i64) -> Option<IndexKey> {
+        let first = buffer.first()?;
+        let last = buffer.last()?;
+        let l = segment_len.max(1);
+        Some(IndexKey {
+            segment_len: l,
+            head_slot: first.ts.div_euclid(l),
+            head_whole: first.is_discontinuity() || first.ts.rem_euclid(l) == 0,
+            tail_slot: last.end().div_euclid(l),
+            evicting: evicting(buffer, l),
+        })
+    }
+}
+
+fn evicting(buffer: &RewindBuffer, l: i64) -> bool {
+    let room = (buffer.max().as_micros() as u64).saturating_sub(buffer.held());
+    room < ((HEAD_MARGIN_SEGMENTS + 1) * l) as u64
+}
+
+impl Index {
+    pub fn build(buffer: &RewindBuffer, segment_len: i64) -> Index {
+        let l = segment_len.max(1);
+        let mut b = Builder {
+            l,
+            segments: vec![],
+            titles: vec![],
+            acc: None,
+            dsn: 0,
+            last_title: None,
+        };
+        let mut prev: Option<&Chunk> = None;
+        let mut pieces = Vec::new();
+        for c in buffer.iter() {
+            let disc = match prev {
+                None => c.is_discontinuity(),
+                // The chunker never makes overlapping chunks; ignore one rather than go back in time.
+                Some(p) if c.ts < p.end() => continue,
+                Some(p) => {
+                    c.is_discontinuity()
+                        || c.ts != p.end()
+                        || c.codec != p.codec
+                        || c.seq != p.seq.wrapping_add(1)
+                }
+            };
+            pieces.clear();
+            split(c, disc, l, &mut pieces);
+            for p in pieces.drain(..) {
+                b.piece(p);
+            }
+            prev = Some(c);
+        }
+        if let (Some(acc), Some(last)) = (b.acc.take(), buffer.last()) {
+            // The newest slot is complete once audio reaches its end.
+            if last.end() >= (acc.slot + 1) * l {
+                b.finish(acc);
+            }
+        }
+        let mut index = Index {
+            segment_len: l,
+            segments: b.segments,
+            titles: b.titles,
+            advertised_from: 0,
+        };
+        if let Some(first) = buffer.first()
+            && evicting(buffer, l)
+        {
+            let keep_from = first.ts.div_euclid(l) + 1 + HEAD_MARGIN_SEGMENTS;
+            index.advertised_from = index
+                .segments
+                .partition_point(|s| (s.msn as i64) < keep_from);
+        }
+        index
+    }
+
+    /// The listable segments.
+    pub fn advertised(&self) -> &[Segment] {
+        self.segments.get(self.advertised_from..).unwrap_or(&[])
+    }
+
+    /// Any complete segment still in the buffer, listed or not (a client may fetch a segment a
+    /// little after it left the playlist).
+    pub fn get(&self, msn: u64) -> Option<&Segment> {
+        let i = self.segments.binary_search_by_key(&msn, |s| s.msn).ok()?;
+        self.segments.get(i)
+    }
+}
+
+/// A run of frames of one chunk inside one slot.
+struct Piece<'a> {
+    slot: i64,
+    start: i64,
+    end: i64,
+    from: usize,
+    to: usize,
+    disc: bool,
+    chunk: &'a Chunk,
+}
+
+fn format_of(codec: &str) -> Option<Format> {
+    match codec.split('-').next()? {
+        "mp3" => Some(Format::Mp3),
+        "aac" => Some(Format::Aac),
+        _ => None,
+    }
+}
+
+/// Cut a chunk at the slot boundaries it straddles, on frame boundaries.
+fn split<'a>(c: &'a Chunk, disc: bool, l: i64, out: &mut Vec<Piece<'a>>) {
+    let whole = |out: &mut Vec<Piece<'a>>| {
+        out.push(Piece {
+            slot: c.ts.div_euclid(l),
+            start: c.ts,
+            end: c.end(),
+            from: 0,
+            to: c.data.len(),
+            disc,
+            chunk: c,
+        })
+    };
+    if c.duration == 0 || c.ts.div_euclid(l) == (c.end() - 1).div_euclid(l) {
+        return whole(out);
+    }
+    let frames = match format_of(&c.codec) {
+        Some(f) => frames_of(f, &c.data),
+        None => vec![],
+    };
+    let covered: usize = frames.iter().map(|f| f.data.len()).sum();
+    let Some(rate) = frames
+        .first()
+        .map(|f| u64::from(f.header.sample_rate().max(1)))
+    else {
+        return whole(out);
+    };
+    if covered != c.data.len() {
+        // Not whole frames after all: keep the chunk in one piece rather than cut mid-frame.
+        return whole(out);
+    }
+    let (mut offset, mut samples) = (0usize, 0u64);
+    let mut cur = Piece {
+        slot: c.ts.div_euclid(l),
+        start: c.ts,
+        end: c.ts,
+        from: 0,
+        to: 0,
+        disc,
+        chunk: c,
+    };
+    for f in &frames {
+        let t = (c.ts + (samples.saturating_mul(1_000_000) / rate) as i64).min(c.end());
+        let slot = t.div_euclid(l);
+        if slot > cur.slot {
+            cur.end = t;
+            cur.to = offset;
+            let next = Piece {
+                slot,
+                start: t,
+                end: t,
+                from: offset,
+                to: offset,
+                disc: false,
+                chunk: c,
+            };
+            out.push(std::mem::replace(&mut cur, next));
+        }
+        offset += f.data.len();
+        samples += u64::from(f.header.samples());
+    }
+    cur.end = c.end();
+    cur.to = offset;
+    out.push(cur);
+}
+
+struct Acc {
+    slot: i64,
+    start: i64,
+    end: i64,
+    /// Nothing of this slot's segment is missing from the buffer's head.
+    whole: bool,
+    disc: bool,
+    span: Span,
+}
+
+impl Acc {
+    fn new(p: &Piece<'_>, whole: bool) -> Acc {
+        Acc {
+            slot: p.slot,
+            start: p.start,
+            end: p.end,
+            whole,
+            disc: p.disc,
+            span: Span {
+                first_seq: p.chunk.seq,
+                first_offset: p.from,
+                last_seq: p.chunk.seq,
+                last_end: p.to,
+                chunks: 1,
+                bytes: p.to - p.from,
+                meta: p.chunk.meta.clone(),
+                codec: p.chunk.codec.clone(),
+            },
+        }
+    }
+}
+
+struct Builder {
+    l: i64,
+    segments: Vec<Segment>,
+    titles: Vec<TitleChange>,
+    acc: Option<Acc>,
+    dsn: u64,
+    last_title: Option<Arc<Meta>>,
+}
+
+impl Builder {
+    fn piece(&mut self, p: Piece<'_>) {
+        if p.from == 0 {
+            let meta = &p.chunk.meta;
+            match &self.last_title {
+                Some(last) if last.title != meta.title => self.titles.push(TitleChange {
+                    at: p.start,
+                    meta: meta.clone(),
+                }),
+                _ => {}
+            }
+            self.last_title = Some(meta.clone());
+        }
+        match self.acc.take() {
+            None => {
+                // The buffer's oldest slot is whole only if nothing of it can have been evicted.
+                let whole = p.disc || p.start == p.slot * self.l;
+                self.acc = Some(Acc::new(&p, whole));
+            }
+            Some(a) if p.slot < a.slot => self.acc = Some(a),
+            Some(a) if p.slot == a.slot && p.disc => {
+                // The new source owns the slot: earlier frames in it are dropped.
+                self.acc = Some(Acc::new(&p, true));
+            }
+            Some(mut a) if p.slot == a.slot => {
+                a.end = p.end;
+                if a.span.last_seq != p.chunk.seq {
+                    a.span.chunks += 1;
+                }
+                a.span.last_seq = p.chunk.seq;
+                a.span.last_end = p.to;
+                a.span.bytes += p.to - p.from;
+                self.acc = Some(a);
+            }
+            Some(a) => {
+                let next = p.slot;
+                let gap_from = a.slot + 1;
+                self.finish(a);
+                if (next - gap_from).saturating_mul(self.l) > MAX_GAP_US {
+                    self.segments.clear();
+                } else {
+                    for slot in gap_from..next {
+                        self.push(slot, slot * self.l, self.l, false, None);
+                    }
+                }
+                self.acc = Some(Acc::new(&p, true));
+            }
+        }
+    }
+
+    fn finish(&mut self, a: Acc) {
+        if a.whole {
+            self.push(a.slot, a.start, a.end - a.start, a.disc, Some(a.span));
+        }
+    }
+
+    fn push(&mut self, slot: i64, start: i64, duration: i64, disc: bool, media: Option<Span>) {
+        let Ok(msn) = u64::try_from(slot) else {
+            return;
+        };
+        let discontinuity = disc || self.segments.last().is_some_and(|s| s.end() != start);
+        self.dsn += u64::from(discontinuity);
+        self.segments.push(Segment {
+            msn,
+            start,
+            duration,
+            discontinuity,
+            dsn: self.dsn,
+            media,
+        });
+    }
+}
