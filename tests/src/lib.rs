@@ -3,6 +3,7 @@
 //! and stopped by PID when the test ends.
 
 pub mod audio;
+pub mod cluster;
 pub mod listener;
 pub mod server;
 pub mod services;

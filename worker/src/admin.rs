@@ -13,8 +13,9 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
-use crate::app::App;
+use crate::app::{App, Role};
 use crate::chunk::Meta;
+use crate::config::{StreamConfig, validate_key};
 use crate::ingest::secret_eq;
 use crate::listener::rfc3339;
 use crate::stream::{SourceInfo, Stream, StreamError};
@@ -92,7 +93,10 @@ pub fn status(app: &App, stream: &Stream) -> StreamStatus {
 pub fn router(app: Arc<App>) -> Router {
     let api = Router::new()
         .route("/api/streams", get(list_streams))
-        .route("/api/streams/{key}", get(get_stream))
+        .route(
+            "/api/streams/{key}",
+            get(get_stream).put(put_stream).delete(delete_stream),
+        )
         .route("/api/streams/{key}/metadata", post(set_metadata))
         .route("/api/streams/{key}/sources", get(list_sources))
         .route("/api/streams/{key}/sources/{id}/promote", post(promote))
@@ -151,6 +155,71 @@ async fn get_stream(
 ) -> Result<Json<StreamStatus>, ApiError> {
     let s = app.stream(&key).ok_or_else(|| not_found(&key))?;
     Ok(Json(status(&app, &s)))
+}
+
+/// The store configs are written to, or why this role does not write.
+fn writable_store(app: &App) -> Result<std::sync::Arc<dyn crate::store::ConfigStore>, ApiError> {
+    if app.role == Role::Slave {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            "slaves read stream configs from the master's store; change them on the master".into(),
+        ));
+    }
+    app.store().ok_or_else(|| {
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no config store yet; try again".into(),
+        )
+    })
+}
+
+/// Create or replace a stream's config (the same JSON as in the config file's `streams`
+/// section). Applied by every role through the store, like the operator's writes.
+async fn put_stream(
+    State(app): State<Arc<App>>,
+    Path(key): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<StreamConfig>, ApiError> {
+    let bad = |m: String| ApiError(StatusCode::BAD_REQUEST, m);
+    validate_key(&key).map_err(|e| bad(e.to_string()))?;
+    let mut config: StreamConfig =
+        serde_json::from_slice(&body).map_err(|e| bad(format!("invalid stream config: {e}")))?;
+    config
+        .validate(&format!("streams.{key}"))
+        .map_err(|e| bad(e.to_string()))?;
+    // Slaves fill unset values with their own defaults: write the master's out.
+    if app.role == Role::Master {
+        config.rewind = config.rewind.or(Some(app.settings.rewind));
+        config.burst = config.burst.or(Some(app.settings.burst));
+    }
+    let store = writable_store(&app)?;
+    store
+        .put(&key, &config)
+        .await
+        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    info!(stream = %key, "Stream config written through the admin API.");
+    Ok(Json(config))
+}
+
+async fn delete_stream(
+    State(app): State<Arc<App>>,
+    Path(key): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let store = writable_store(&app)?;
+    let known = store
+        .watch()
+        .borrow()
+        .as_ref()
+        .is_some_and(|c| c.contains_key(&key));
+    if !known {
+        return Err(not_found(&key));
+    }
+    store
+        .delete(&key)
+        .await
+        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    info!(stream = %key, "Stream deleted through the admin API.");
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[derive(Debug, Deserialize)]

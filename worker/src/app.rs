@@ -2,8 +2,8 @@
 //! the shutdown signal. Each role builds one `App` and wires different tasks around it.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
@@ -14,6 +14,7 @@ use crate::config::{Settings, StreamConfig};
 use crate::dump;
 use crate::metrics::Metrics;
 use crate::rewind::RewindBuffer;
+use crate::store::ConfigStore;
 use crate::stream::{ChunkSink, Stream};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +45,13 @@ pub struct App {
     pub started: Instant,
     /// Master and slave: the shared cluster token and what slaves report.
     pub cluster: Option<Cluster>,
+    /// Where stream configs are read and written (file, Redis); set once by the role.
+    store: OnceLock<Arc<dyn ConfigStore>>,
+    /// Buffers prepared before their stream exists (a restarted master: dump plus what slaves
+    /// held); taken by the stream when it is created.
+    preloaded: Mutex<HashMap<String, RewindBuffer>>,
+    /// Shutting down gracefully: no new listeners, connected ones may finish.
+    draining: AtomicBool,
 }
 
 /// Cluster membership as the master sees it: each slave's last listener report.
@@ -150,7 +158,37 @@ impl App {
             tasks: TaskTracker::new(),
             started: Instant::now(),
             cluster,
+            store: OnceLock::new(),
+            preloaded: Mutex::new(HashMap::new()),
+            draining: AtomicBool::new(false),
         })
+    }
+
+    /// Set the config store (once; later calls are ignored).
+    pub fn set_store(&self, store: Arc<dyn ConfigStore>) {
+        let _ = self.store.set(store);
+    }
+
+    pub fn store(&self) -> Option<Arc<dyn ConfigStore>> {
+        self.store.get().cloned()
+    }
+
+    /// Hand a prepared buffer to the stream `key` when it gets created.
+    pub fn preload(&self, key: &str, buffer: RewindBuffer) {
+        self.preloaded
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key.to_string(), buffer);
+    }
+
+    /// Stop taking listeners (and report not ready); connected listeners continue.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+        self.set_ready(false);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
     }
 
     pub fn cluster_token(&self) -> Option<&str> {
@@ -289,6 +327,19 @@ impl App {
     }
 
     fn restore(&self, key: &str, settings: &crate::config::StreamSettings) -> Option<RewindBuffer> {
+        if let Some(buffer) = self
+            .preloaded
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(key)
+        {
+            return Some(buffer);
+        }
+        self.read_dump(key, settings.rewind)
+    }
+
+    /// The stream's buffer as last dumped, if this role keeps dumps and there is a usable one.
+    pub fn read_dump(&self, key: &str, rewind: std::time::Duration) -> Option<RewindBuffer> {
         let dir = self.settings.dump_dir.as_ref()?;
         if !self.role.ingests() {
             return None;
@@ -296,7 +347,7 @@ impl App {
         let started = Instant::now();
         match dump::read_file(dir, key) {
             Ok(Some(chunks)) => {
-                let mut buffer = RewindBuffer::new(settings.rewind);
+                let mut buffer = RewindBuffer::new(rewind);
                 let n = chunks.len();
                 for c in chunks {
                     buffer.push(c);

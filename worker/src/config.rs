@@ -255,6 +255,12 @@ impl Settings {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_with(false)
+    }
+
+    /// `token_elsewhere`: the admin API is guarded by another token (the cluster token of a
+    /// master or slave), so it may listen beyond loopback without an admin token.
+    pub fn validate_with(&self, token_elsewhere: bool) -> Result<(), ConfigError> {
         if self.source_password.is_empty() {
             return Err(invalid("source_password", "must not be empty"));
         }
@@ -293,7 +299,7 @@ impl Settings {
             validate_key(key)?;
             s.validate(&format!("streams.{key}"))?;
         }
-        if !self.admin_listen.ip().is_loopback() && self.admin_token.is_none() {
+        if !self.admin_listen.ip().is_loopback() && self.admin_token.is_none() && !token_elsewhere {
             return Err(invalid(
                 "admin_token",
                 format!(

@@ -5,9 +5,11 @@
 
 pub mod admin;
 pub mod app;
+pub mod bus;
 pub mod chunk;
 pub mod chunker;
 pub mod cli;
+pub mod cluster;
 pub mod codec;
 pub mod config;
 pub mod dump;
@@ -22,7 +24,9 @@ pub mod rewind;
 pub mod routes;
 pub mod run;
 pub mod server;
+pub mod store;
 pub mod stream;
+pub mod transport;
 
 /// Install the process-wide TLS crypto provider (ring) once; https relays need it.
 pub fn install_tls_provider() {

@@ -1,8 +1,8 @@
 use anyhow::Context;
 use clap::Parser;
 use streammachine::cli::{Cli, Command, Password};
-use streammachine::config::LogFormat;
-use streammachine::run;
+use streammachine::config::{LogFormat, Settings};
+use streammachine::run::{self, Running};
 use tracing_subscriber::EnvFilter;
 
 fn init_logging(format: LogFormat) {
@@ -11,6 +11,27 @@ fn init_logging(format: LogFormat) {
     match format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Text => builder.init(),
+    }
+}
+
+fn print_generated_password(settings: &Settings, password: Password) {
+    if password == Password::Generated {
+        // Printed once, on purpose outside the log stream.
+        println!(
+            "Source password (user `source`): {}\nSet STREAMMACHINE_SOURCE_PASSWORD to choose your own.",
+            settings.source_password
+        );
+    }
+}
+
+fn log_streams(running: &Running) {
+    for key in running.app.streams().iter().map(|s| s.key.clone()) {
+        tracing::info!(
+            stream = %key,
+            source = %format!("icecast://source:<password>@{}/{key}", running.listen_addr),
+            listen = %format!("http://{}/{key}", running.listen_addr),
+            "Stream ready."
+        );
     }
 }
 
@@ -25,23 +46,37 @@ async fn main() -> anyhow::Result<()> {
         Command::Standalone(args) => {
             let (settings, password) = args.settings().context("invalid configuration")?;
             init_logging(settings.log_format);
-            if password == Password::Generated {
-                // Printed once, on purpose outside the log stream.
-                println!(
-                    "Source password (user `source`): {}\nSet STREAMMACHINE_SOURCE_PASSWORD to choose your own.",
-                    settings.source_password
-                );
-            }
+            print_generated_password(&settings, password);
             let running = run::standalone(settings).await?;
-            for key in running.app.streams().iter().map(|s| s.key.clone()) {
-                tracing::info!(
-                    stream = %key,
-                    source = %format!("icecast://source:<password>@{}/{key}", running.listen_addr),
-                    listen = %format!("http://{}/{key}", running.listen_addr),
-                    "Stream ready."
-                );
-            }
+            log_streams(&running);
             run::shutdown_signal().await;
+            running.shutdown().await;
+        }
+        Command::Master(args) => {
+            let (settings, password, declared) = args
+                .common
+                .settings_for(true)
+                .context("invalid configuration")?;
+            let cluster = args.cluster.options().context("invalid configuration")?;
+            init_logging(settings.log_format);
+            print_generated_password(&settings, password);
+            let running = run::master(settings, declared, cluster).await?;
+            run::shutdown_signal().await;
+            running.shutdown().await;
+        }
+        Command::Slave(args) => {
+            // A slave never takes sources: the password it would generate is never shown.
+            let (settings, _, _) = args
+                .common
+                .settings_for(true)
+                .context("invalid configuration")?;
+            let cluster = args.cluster.options().context("invalid configuration")?;
+            let slave = args.options().context("invalid configuration")?;
+            init_logging(settings.log_format);
+            let drain = slave.drain_timeout;
+            let running = run::slave(settings, cluster, slave).await?;
+            run::shutdown_signal().await;
+            running.drain(drain).await;
             running.shutdown().await;
         }
     }

@@ -149,6 +149,8 @@ enum ListenError {
     BadRequest(String),
     Full(Full),
     NotOnAir,
+    /// Shutting down gracefully: connected listeners continue, new ones go elsewhere.
+    Draining,
 }
 
 impl ListenError {
@@ -160,6 +162,10 @@ impl ListenError {
             ListenError::NotOnAir => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "The stream is not on air.\n".into(),
+            ),
+            ListenError::Draining => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "This server is shutting down.\n".into(),
             ),
         }
     }
@@ -191,6 +197,9 @@ async fn open_listener(
     icy: bool,
 ) -> Result<Opened, ListenError> {
     let stream = app.stream(key).ok_or(ListenError::NotFound)?;
+    if app.is_draining() {
+        return Err(ListenError::Draining);
+    }
     let q = parse_listen_query(query).map_err(ListenError::BadRequest)?;
     let slot = app
         .acquire_listener(&stream, if icy { "icy" } else { "raw" })

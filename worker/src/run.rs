@@ -9,9 +9,13 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use crate::app::{App, Role};
+use crate::app::{App, Cluster, Role};
+use crate::bus::{Bus, BusError, NatsSink, Subjects};
+use crate::cluster::{self, ClusterOptions, SlaveOptions};
 use crate::config::Settings;
-use crate::{admin, routes, server};
+use crate::store::{ConfigStore, ConfigWatch, Configs, RedisStore, StaticStore, StoreError};
+use crate::transport::{TransportClient, TransportError};
+use crate::{admin, routes, server, transport};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -22,6 +26,12 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
+    #[error("config store: {0}")]
+    Store(#[from] StoreError),
+    #[error("NATS: {0}")]
+    Bus(#[from] BusError),
+    #[error("master transport: {0}")]
+    Transport(#[from] TransportError),
 }
 
 /// A running role; dropped handles keep running until [`Running::shutdown`].
@@ -55,15 +65,24 @@ pub async fn start(app: Arc<App>) -> Result<Running, RunError> {
     let listen_addr = listener.local_addr().unwrap_or(settings.listen);
     let admin_addr = admin.local_addr().unwrap_or(settings.admin_listen);
     let mut tasks = vec![];
+    let mut listener_routes = routes::router(app.clone());
+    if app.role == Role::Slave {
+        // A restarted master pulls the chunks it lacks from slaves, through their public port
+        // (the admin port of a slave listens on loopback only).
+        listener_routes = listener_routes.merge(transport::router(app.clone()));
+    }
     tasks.push(tokio::spawn(server::serve(
         app.clone(),
         listener,
-        routes::router(app.clone()),
+        listener_routes,
     )));
     let admin_app = app.clone();
     tasks.push(tokio::spawn(async move {
         let shutdown = admin_app.shutdown.clone();
-        let router = admin::router(admin_app.clone());
+        let mut router = admin::router(admin_app.clone());
+        if admin_app.cluster.is_some() {
+            router = router.merge(transport::router(admin_app.clone()));
+        }
         if let Err(e) = axum::serve(admin, router)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })
             .await
@@ -95,6 +114,24 @@ pub async fn start(app: Arc<App>) -> Result<Running, RunError> {
 }
 
 impl Running {
+    /// Graceful stop of a slave: refuse new listeners and report not ready, then wait up to
+    /// `timeout` for connected listeners to leave (they keep receiving audio meanwhile).
+    pub async fn drain(&self, timeout: Duration) {
+        let app = &self.app;
+        app.start_draining();
+        info!(
+            listeners = app.listener_count(),
+            timeout = %humantime::format_duration(timeout),
+            "Draining: not ready, refusing new listeners, waiting for connected ones to leave."
+        );
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        while app.listener_count() > 0 && tokio::time::Instant::now() < deadline {
+            tick.tick().await;
+        }
+        info!(remaining = app.listener_count(), "Drain finished.");
+    }
+
     /// Stop accepting, end listeners and sources, dump buffers, wait for tasks (bounded).
     pub async fn shutdown(self) {
         let app = self.app;
@@ -120,11 +157,111 @@ impl Running {
 /// The standalone role: master and slave in one process, a config file instead of Redis, the
 /// rewind buffer shared in memory instead of NATS.
 pub async fn standalone(settings: Settings) -> Result<Running, RunError> {
+    let store = Arc::new(StaticStore::new(settings.streams.clone()));
     let app = App::new(settings, Role::Standalone, None, None);
-    let streams = app.settings.streams.clone();
-    app.apply_streams(&streams);
-    let running = start(app).await?;
+    app.set_store(store.clone());
+    let mut configs = store.watch();
+    // The file's streams exist before the ports open, as they always did.
+    let snapshot = configs.borrow_and_update().clone();
+    if let Some(c) = snapshot {
+        app.apply_streams(&c);
+    }
+    let running = start(app.clone()).await?;
+    app.tasks.spawn(apply_configs(app.clone(), configs));
     running.app.set_ready(true);
+    Ok(running)
+}
+
+/// Apply every later config change (the admin API writing to the store).
+async fn apply_configs(app: Arc<App>, mut rx: ConfigWatch) {
+    loop {
+        tokio::select! {
+            r = rx.changed() => if r.is_err() { return },
+            _ = app.shutdown.cancelled() => return,
+        }
+        let snapshot = rx.borrow_and_update().clone();
+        if let Some(c) = snapshot {
+            app.apply_streams(&c);
+        }
+    }
+}
+
+/// The master role: ingest, the authoritative buffers and dumps, chunks to NATS, the transport
+/// on the admin port, configs from Redis. `declared`: streams from flags or the config file,
+/// written to Redis when absent there.
+pub async fn master(
+    settings: Settings,
+    declared: Configs,
+    opts: ClusterOptions,
+) -> Result<Running, RunError> {
+    let subjects = Subjects::new(&opts.nats_prefix)?;
+    let bus = Bus::connect(&opts.nats_url, "streammachine-master", subjects.clone()).await?;
+    let (sink, queue) = NatsSink::new(subjects);
+    let app = App::new(
+        settings,
+        Role::Master,
+        Some(sink.clone()),
+        Some(Cluster::new(opts.token.clone())),
+    );
+    sink.register(&app.metrics);
+    app.tasks
+        .spawn(sink.run(bus.clone(), queue, app.shutdown.clone()));
+    // Slaves fill in the master's defaults themselves, so write them out: every role then runs
+    // the stream with the same rewind length and burst.
+    let seed = declared
+        .into_iter()
+        .map(|(key, mut c)| {
+            c.rewind = c.rewind.or(Some(app.settings.rewind));
+            c.burst = c.burst.or(Some(app.settings.burst));
+            (key, c)
+        })
+        .collect();
+    let store = RedisStore::start(
+        &opts.redis_url,
+        &opts.redis_prefix,
+        seed,
+        app.shutdown.clone(),
+    )?;
+    app.set_store(store.clone());
+    let running = start(app.clone()).await?;
+    cluster::master::spawn(app, store.watch(), bus);
+    Ok(running)
+}
+
+/// The slave role: follow the master's streams and serve listeners.
+pub async fn slave(
+    settings: Settings,
+    opts: ClusterOptions,
+    slave: SlaveOptions,
+) -> Result<Running, RunError> {
+    let subjects = Subjects::new(&opts.nats_prefix)?;
+    let id = cluster::node_id();
+    let bus = Bus::connect(
+        &opts.nats_url,
+        &format!("streammachine-slave-{id}"),
+        subjects,
+    )
+    .await?;
+    let transport = TransportClient::new(&slave.master_url, &opts.token)?;
+    let app = App::new(
+        settings,
+        Role::Slave,
+        None,
+        Some(Cluster::new(opts.token.clone())),
+    );
+    let store = RedisStore::start(
+        &opts.redis_url,
+        &opts.redis_prefix,
+        Configs::new(),
+        app.shutdown.clone(),
+    )?;
+    app.set_store(store.clone());
+    let running = start(app.clone()).await?;
+    let url = match &slave.advertise_url {
+        Some(u) => u.trim_end_matches('/').to_string(),
+        None => cluster::slave::advertise_url(running.listen_addr, &slave.master_url).await,
+    };
+    cluster::slave::spawn(app, store.watch(), bus, transport, slave.streams, id, url);
     Ok(running)
 }
 

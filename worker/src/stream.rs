@@ -66,6 +66,21 @@ impl SharedBuffer {
         self.write(|b| b.push(chunk).0)
     }
 
+    /// Insert many chunks under one lock (a snapshot, a repaired range).
+    pub fn push_many(&self, chunks: impl IntoIterator<Item = Chunk>) -> Merged {
+        self.write(|b| {
+            let mut m = Merged::default();
+            for c in chunks {
+                match b.push(c).0 {
+                    Inserted::Appended => m.appended += 1,
+                    Inserted::Filled => m.filled += 1,
+                    Inserted::Duplicate => m.duplicates += 1,
+                }
+            }
+            m
+        })
+    }
+
     pub fn set_max(&self, max: Duration) {
         self.write(|b| b.set_max(max));
     }
@@ -99,6 +114,14 @@ impl SharedBuffer {
     pub fn held_seconds(&self) -> f64 {
         self.read(|b| b.held() as f64 / 1e6)
     }
+}
+
+/// What merging chunks into a buffer did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Merged {
+    pub appended: usize,
+    pub filled: usize,
+    pub duplicates: usize,
 }
 
 fn tip_of(b: &RewindBuffer, version: u64) -> Tip {
@@ -337,6 +360,17 @@ impl Stream {
         let inserted = self.buffer.push(chunk);
         self.metrics.buffer_seconds.set(self.buffer.held_seconds());
         inserted
+    }
+
+    /// Add chunks fetched from elsewhere (a snapshot, a repaired gap) in one step. Not
+    /// published to the sink: they are not new audio.
+    pub fn merge(&self, chunks: Vec<Chunk>) -> Merged {
+        let merged = self.buffer.push_many(chunks);
+        self.metrics
+            .chunks
+            .inc_by((merged.appended + merged.filled) as u64);
+        self.metrics.buffer_seconds.set(self.buffer.held_seconds());
+        merged
     }
 
     /// A source whose audio has been recognised joins the stream. Encoders queue behind earlier

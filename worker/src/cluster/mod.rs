@@ -1,0 +1,126 @@
+//! The master and slave roles: the tasks that connect one [`App`] to the cluster. Both roles run
+//! the same streams, buffers, listeners and admin API as standalone; what differs is where
+//! configs come from (Redis instead of a file) and where chunks come from (a slave follows the
+//! master over NATS and the HTTP transport instead of ingesting). See `docs/cluster.md`.
+
+pub mod check;
+pub mod master;
+pub mod repair;
+pub mod slave;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use crate::app::App;
+use crate::store::Configs;
+
+/// What both cluster roles need.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    pub redis_url: String,
+    pub nats_url: String,
+    pub token: String,
+    pub redis_prefix: String,
+    pub nats_prefix: String,
+}
+
+/// What only a slave needs.
+#[derive(Debug, Clone)]
+pub struct SlaveOptions {
+    /// The master's admin base URL (its transport).
+    pub master_url: String,
+    /// Serve only these streams (empty: all).
+    pub streams: BTreeSet<String>,
+    pub drain_timeout: Duration,
+    /// How a restarted master reaches this slave's transport (default: derived).
+    pub advertise_url: Option<String>,
+}
+
+/// How often slaves report listener counts.
+pub const STATS_INTERVAL: Duration = Duration::from_secs(2);
+
+/// The configs a role serves: every stream, or only the `only` keys.
+pub fn select(configs: &Configs, only: &BTreeSet<String>) -> Configs {
+    configs
+        .iter()
+        .filter(|(k, _)| only.is_empty() || only.contains(*k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// A name for this process in the cluster: the host (the pod name on Kubernetes) plus a random
+/// suffix, so two processes on one host differ.
+pub fn node_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "streammachine".into());
+    let suffix: String = crate::cli::random_password().chars().take(6).collect();
+    format!("{host}-{suffix}")
+}
+
+/// Logs an error that repeats (a peer down, a wrong token) when it starts, when its kind
+/// changes and then every 30 s, instead of on every retry.
+#[derive(Debug, Default)]
+pub struct Repeated {
+    last: Option<(String, Instant)>,
+}
+
+impl Repeated {
+    /// Whether to log `kind` now.
+    pub fn should_log(&mut self, kind: &str) -> bool {
+        let due = match &self.last {
+            Some((k, at)) => k != kind || at.elapsed() >= Duration::from_secs(30),
+            None => true,
+        };
+        if due {
+            self.last = Some((kind.to_string(), Instant::now()));
+        }
+        due
+    }
+
+    /// The error stopped; true if it had been logged (so "recovered" is worth saying).
+    pub fn clear(&mut self) -> bool {
+        self.last.take().is_some()
+    }
+}
+
+/// Wait for the role's shutdown; used in `select!`s of long-running tasks.
+pub async fn stopped(app: &App) {
+    app.shutdown.cancelled().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::StreamConfig;
+
+    #[test]
+    fn select_filters_by_key() {
+        let all = Configs::from([
+            ("a".into(), StreamConfig::default()),
+            ("b".into(), StreamConfig::default()),
+        ]);
+        assert_eq!(select(&all, &BTreeSet::new()).len(), 2);
+        let only = BTreeSet::from(["b".to_string(), "c".to_string()]);
+        assert_eq!(select(&all, &only).keys().collect::<Vec<_>>(), vec!["b"]);
+    }
+
+    #[test]
+    fn repeated_errors_are_logged_once_per_kind() {
+        let mut r = Repeated::default();
+        assert!(r.should_log("down"));
+        assert!(!r.should_log("down"));
+        assert!(r.should_log("unauthorized"));
+        assert!(r.clear());
+        assert!(!r.clear());
+        assert!(r.should_log("down"));
+    }
+
+    #[test]
+    fn node_ids_differ() {
+        assert_ne!(node_id(), node_id());
+    }
+}
