@@ -21,10 +21,19 @@ async fn playlists_head_cors_and_probes() {
     let r = server.get("/readyz").await;
     assert_eq!(r.status(), 200);
 
-    let r = server.http.get(server.url("/live.pls")).header("Host", "radio.example:8000").send().await.unwrap();
+    let r = server
+        .http
+        .get(server.url("/live.pls"))
+        .header("Host", "radio.example:8000")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.headers()["content-type"], "audio/x-scpls");
     let body = r.text().await.unwrap();
-    assert!(body.contains("File1=http://radio.example:8000/live"), "{body}");
+    assert!(
+        body.contains("File1=http://radio.example:8000/live"),
+        "{body}"
+    );
     let r = server
         .http
         .get(server.url("/news.m3u"))
@@ -34,7 +43,12 @@ async fn playlists_head_cors_and_probes() {
         .await
         .unwrap();
     assert_eq!(r.headers()["content-type"], "audio/x-mpegurl");
-    assert!(r.text().await.unwrap().contains("https://radio.example/news"));
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("https://radio.example/news")
+    );
     assert_eq!(server.get("/nope.pls").await.status(), 404);
 
     let r = server.http.head(server.url("/news")).send().await.unwrap();
@@ -53,9 +67,20 @@ async fn playlists_head_cors_and_probes() {
     assert!(r.status().is_success());
     assert_eq!(r.headers()["access-control-allow-origin"], "*");
 
-    let _enc = Encoder::push(&fixture(Format::Mp3, 60, 20), Format::Mp3, &server.source_url("live"), Pace::RealTime, false);
+    let _enc = Encoder::push(
+        &fixture(Format::Mp3, 60, 20),
+        Format::Mp3,
+        &server.source_url("live"),
+        Pace::RealTime,
+        false,
+    );
     server.wait_buffer("live", 1.0, T).await;
-    let l = Listener::connect(server.listen, "/live", &[("Origin", "https://player.example")]).await;
+    let l = Listener::connect(
+        server.listen,
+        "/live",
+        &[("Origin", "https://player.example")],
+    )
+    .await;
     assert_eq!(l.header("access-control-allow-origin"), Some("*"));
     assert_eq!(l.header("icy-name"), Some("live"));
 
@@ -83,7 +108,12 @@ async fn admin_api_requires_its_token() {
         &[("STREAMMACHINE_ADMIN_TOKEN", "s3cret-token")],
     )
     .await;
-    let r = server.http.get(server.admin_url("/api/streams")).send().await.unwrap();
+    let r = server
+        .http
+        .get(server.admin_url("/api/streams"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
     let v: serde_json::Value = r.json().await.unwrap();
     assert!(v["error"].as_str().unwrap().contains("token"));
@@ -96,14 +126,30 @@ async fn admin_api_requires_its_token() {
         .unwrap();
     assert_eq!(r.status(), 401);
     // Probes stay open for Kubernetes.
-    assert_eq!(server.http.get(server.admin_url("/healthz")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        server
+            .http
+            .get(server.admin_url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     let r = server.admin_get("/api/streams").await;
     assert_eq!(r.status(), 200);
     let r = server.admin_get("/api/streams/nope").await;
     assert_eq!(r.status(), 404);
-    let r = server.admin_post("/api/streams/live/metadata", json!({"tittle": "typo"})).await;
+    let r = server
+        .admin_post("/api/streams/live/metadata", json!({"tittle": "typo"}))
+        .await;
     assert_eq!(r.status(), 400);
-    assert!(r.json::<serde_json::Value>().await.unwrap()["error"].as_str().unwrap().contains("tittle"));
+    assert!(
+        r.json::<serde_json::Value>().await.unwrap()["error"]
+            .as_str()
+            .unwrap()
+            .contains("tittle")
+    );
     // The token never reaches the logs.
     assert!(server.logs().iter().all(|l| !l.contains("s3cret-token")));
     // Icecast's title update accepts the admin token too.
@@ -128,7 +174,13 @@ async fn admin_api_requires_its_token() {
 #[tokio::test]
 async fn admin_beyond_loopback_without_token_refuses_to_start() {
     let out = std::process::Command::new(streammachine_e2e::binary())
-        .args(["standalone", "--listen", "127.0.0.1:0", "--admin-listen", "0.0.0.0:0"])
+        .args([
+            "standalone",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "0.0.0.0:0",
+        ])
         .env_remove("STREAMMACHINE_ADMIN_TOKEN")
         .output()
         .unwrap();
@@ -143,7 +195,10 @@ async fn bad_config_files_name_the_key() {
     for (text, key) in [
         ("listen_port: 8000\n", "listen_port"),
         ("streams:\n  live:\n    formt: mp3\n", "formt"),
-        ("streams:\n  live:\n    icy_metaint: 0\n", "streams.live.icy_metaint"),
+        (
+            "streams:\n  live:\n    icy_metaint: 0\n",
+            "streams.live.icy_metaint",
+        ),
         ("rewind: forever\n", "rewind"),
     ] {
         let path = dir.path().join("bad.yaml");
@@ -171,7 +226,9 @@ async fn a_silent_source_is_dropped() {
     // Send a little audio, then nothing.
     let mp3 = std::fs::read(fixture(Format::Mp3, 5, 21)).unwrap();
     s.write_all(&mp3[..20_000]).await.unwrap();
-    server.wait_log("Source dropped: sent nothing for too long.").await;
+    server
+        .wait_log("Source dropped: sent nothing for too long.")
+        .await;
     let mut rest = Vec::new();
     let n = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest)).await;
     assert!(n.is_ok(), "the server closed the connection");
@@ -179,4 +236,29 @@ async fn a_silent_source_is_dropped() {
         (server.status("live").await["source_connected"] == false).then_some(())
     })
     .await;
+}
+
+#[tokio::test]
+async fn ice_protocol_source_and_station_headers_reach_listeners() {
+    let server = Server::standalone(&["--stream", "live"]).await;
+    let mut s = tokio::net::TcpStream::connect(server.listen).await.unwrap();
+    // A very old encoder: ICE/1.0, bare LF line endings, station headers.
+    s.write_all(b"SOURCE /live ICE/1.0\nAuthorization: Basic c291cmNlOmUyZS1zb3VyY2UtcHc=\nice-name: Test FM\nice-genre: Talk\nice-url: https://test.example\nice-bitrate: 128\nice-public: 1\n\n")
+        .await
+        .unwrap();
+    let mut ok = [0u8; 15];
+    s.read_exact(&mut ok).await.unwrap();
+    assert!(String::from_utf8_lossy(&ok).starts_with("HTTP/1.0 200 OK"));
+    let mp3 = std::fs::read(fixture(Format::Mp3, 5, 22)).unwrap();
+    s.write_all(&mp3).await.unwrap();
+    server.wait_buffer("live", 4.0, T).await;
+    let l = Listener::connect(server.listen, "/live", &[]).await;
+    assert_eq!(l.header("icy-name"), Some("Test FM"));
+    assert_eq!(l.header("icy-genre"), Some("Talk"));
+    assert_eq!(l.header("icy-url"), Some("https://test.example"));
+    assert_eq!(l.header("icy-br"), Some("128"));
+    assert_eq!(l.header("icy-pub"), Some("1"));
+    let sources = server.admin_get("/api/streams/live/sources").await;
+    let v: serde_json::Value = sources.json().await.unwrap();
+    assert_eq!(v[0]["station"]["name"], "Test FM");
 }
