@@ -315,3 +315,61 @@ fn dump_bytes_of_one_chunk() -> Bytes {
     }
     .to_bytes()
 }
+
+/// Redis down: every role keeps its last config and serves on; Redis back (empty, as after a
+/// restart without persistence): nothing is taken off the air, and new writes apply again.
+#[tokio::test]
+async fn a_redis_outage_keeps_the_last_config() {
+    let mut services = Services::start().await;
+    let master = services.master(&["--stream", "live"]).await;
+    let slave = services.slave(master.admin, &[]).await;
+    wait_ready(&slave, T).await;
+    let _encoder = Encoder::push(
+        &fixture(Format::Mp3, 40, 55),
+        Format::Mp3,
+        &master.source_url("live"),
+        Pace::RealTime,
+        false,
+    );
+    slave.wait_buffer("live", 2.0, T).await;
+    let mut l = Listener::connect(slave.listen, "/live", &[]).await;
+    l.read_for(Duration::from_millis(300)).await;
+
+    services.redis.stop();
+    for node in [&master, &slave] {
+        node.wait_log("Config store (Redis) unavailable; keeping the last config")
+            .await;
+    }
+    assert_eq!(
+        l.read_bytes(32_000, Duration::from_secs(10)).await.len(),
+        32_000
+    );
+    assert_eq!(readyz(&slave).await, 200);
+
+    services.redis.restart().await;
+    for node in [&master, &slave] {
+        node.wait_log("Config store (Redis) reachable again.").await;
+        node.wait_log("The config store holds no streams at all")
+            .await;
+        assert_eq!(node.status("live").await["key"], "live");
+    }
+    assert_eq!(
+        l.read_bytes(16_000, Duration::from_secs(10)).await.len(),
+        16_000
+    );
+
+    // Writes apply again.
+    redis_put(
+        &services.redis.url(),
+        "streammachine",
+        "extra",
+        json!({"format": "aac"}),
+    )
+    .await;
+    for node in [&master, &slave] {
+        eventually("the new stream after the outage", T, || async {
+            (node.admin_get("/api/streams/extra").await.status() == 200).then_some(())
+        })
+        .await;
+    }
+}

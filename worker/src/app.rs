@@ -77,23 +77,28 @@ impl Cluster {
     }
 
     pub fn report(&self, slave: &str, listeners: HashMap<String, u64>) {
+        self.report_at(slave, listeners, Instant::now());
+    }
+
+    /// [`Cluster::report`] at a given time (tests move the clock).
+    pub fn report_at(&self, slave: &str, listeners: HashMap<String, u64>, at: Instant) {
         let mut slaves = self.slaves.lock().unwrap_or_else(PoisonError::into_inner);
-        slaves.insert(
-            slave.to_string(),
-            SlaveReport {
-                at: Instant::now(),
-                listeners,
-            },
-        );
-        slaves.retain(|_, r| r.at.elapsed() < SLAVE_TIMEOUT * 4);
+        slaves.insert(slave.to_string(), SlaveReport { at, listeners });
+        // Forget slaves long gone, so a churn of pods does not grow the map forever.
+        slaves.retain(|_, r| at.saturating_duration_since(r.at) < SLAVE_TIMEOUT * 4);
     }
 
     /// Listeners of `stream` across live slaves, and how many slaves are live.
     pub fn totals(&self, stream: &str) -> (u64, usize) {
+        self.totals_at(stream, Instant::now())
+    }
+
+    /// [`Cluster::totals`] as seen at `now`.
+    pub fn totals_at(&self, stream: &str, now: Instant) -> (u64, usize) {
         let slaves = self.slaves.lock().unwrap_or_else(PoisonError::into_inner);
         let alive: Vec<&SlaveReport> = slaves
             .values()
-            .filter(|r| r.at.elapsed() < SLAVE_TIMEOUT)
+            .filter(|r| now.saturating_duration_since(r.at) < SLAVE_TIMEOUT)
             .collect();
         let total = alive
             .iter()
@@ -452,5 +457,69 @@ impl App {
                 Err(e) => warn!(stream = %stream.key, error = %e, "Rewind dump task failed."),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::codec::Format;
+
+    #[test]
+    fn listener_totals_add_up_live_slaves_only() {
+        let c = Cluster::new("t".into());
+        let t0 = Instant::now();
+        let counts = |pairs: &[(&str, u64)]| {
+            pairs
+                .iter()
+                .map(|(k, n)| (k.to_string(), *n))
+                .collect::<HashMap<_, _>>()
+        };
+        c.report_at("a", counts(&[("live", 3), ("news", 1)]), t0);
+        c.report_at("b", counts(&[("live", 2)]), t0 + Duration::from_secs(10));
+        assert_eq!(c.totals_at("live", t0 + Duration::from_secs(11)), (5, 2));
+        assert_eq!(c.totals_at("news", t0 + Duration::from_secs(11)), (1, 2));
+        // A slave that reports again replaces its counts; one that went silent drops out.
+        c.report_at("b", counts(&[("live", 7)]), t0 + Duration::from_secs(12));
+        assert_eq!(c.totals_at("live", t0 + Duration::from_secs(20)), (7, 1));
+        assert_eq!(c.totals_at("other", t0 + Duration::from_secs(20)), (0, 1));
+        assert_eq!(c.totals_at("live", t0 + Duration::from_secs(40)), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn applying_configs_creates_updates_in_place_and_removes() {
+        let app = App::new(Settings::defaults("pw".into()), Role::Slave, None, None);
+        let config = |format, rewind: u64| StreamConfig {
+            format,
+            rewind: Some(Duration::from_secs(rewind)),
+            ..StreamConfig::default()
+        };
+        app.apply_streams(&BTreeMap::from([
+            ("a".to_string(), config(Format::Mp3, 60)),
+            ("b".to_string(), config(Format::Mp3, 60)),
+            ("c".to_string(), config(Format::Mp3, 60)),
+        ]));
+        let (a, b, c) = (
+            app.stream("a").unwrap(),
+            app.stream("b").unwrap(),
+            app.stream("c").unwrap(),
+        );
+        app.apply_streams(&BTreeMap::from([
+            ("a".to_string(), config(Format::Mp3, 30)),
+            ("c".to_string(), config(Format::Aac, 60)),
+            ("d".to_string(), config(Format::Mp3, 60)),
+        ]));
+        // Changed in place: the same stream (its listeners stay), new settings.
+        let a2 = app.stream("a").unwrap();
+        assert!(Arc::ptr_eq(&a, &a2));
+        assert_eq!(a2.settings().rewind, Duration::from_secs(30));
+        assert!(!a.removed.is_cancelled());
+        // Removed: its listeners end. A format change recreates the stream.
+        assert!(app.stream("b").is_none() && b.removed.is_cancelled());
+        assert!(c.removed.is_cancelled());
+        assert_eq!(app.stream("c").unwrap().settings().format, Format::Aac);
+        assert!(app.stream("d").is_some());
     }
 }

@@ -263,26 +263,31 @@ impl RedisStore {
     async fn run(self: Arc<Self>, mut seed: Configs, shutdown: CancellationToken) {
         let mut backoff = Duration::from_millis(250);
         let mut ever_connected = false;
+        let mut errors = crate::cluster::Repeated::default();
         loop {
             let started = tokio::time::Instant::now();
             let result = tokio::select! {
-                r = self.session(&mut seed, &mut ever_connected) => r,
+                r = self.session(&mut seed, &mut ever_connected, &mut errors) => r,
                 _ = shutdown.cancelled() => return,
             };
             if let Err(e) = result {
                 let kept = self.tx.borrow().as_ref().map(|c| c.len());
-                match kept {
-                    Some(n) => warn!(
-                        error = %e,
-                        streams = n,
-                        retry_in = ?backoff,
-                        "Config store (Redis) unavailable; keeping the last config and retrying."
-                    ),
-                    None => warn!(
-                        error = %e,
-                        retry_in = ?backoff,
-                        "Config store (Redis) unavailable; no config yet, retrying."
-                    ),
+                if !errors.should_log("down") {
+                    debug!(error = %e, retry_in = ?backoff, "Config store (Redis) still unavailable.");
+                } else {
+                    match kept {
+                        Some(n) => warn!(
+                            error = %e,
+                            streams = n,
+                            retry_in = ?backoff,
+                            "Config store (Redis) unavailable; keeping the last config and retrying."
+                        ),
+                        None => warn!(
+                            error = %e,
+                            retry_in = ?backoff,
+                            "Config store (Redis) unavailable; no config yet, retrying."
+                        ),
+                    }
                 }
             }
             // A session that lasted a while was healthy: start the backoff over.
@@ -302,6 +307,7 @@ impl RedisStore {
         &self,
         seed: &mut Configs,
         ever_connected: &mut bool,
+        errors: &mut crate::cluster::Repeated,
     ) -> Result<(), StoreError> {
         // Subscribe before reading, so no change between the read and the subscription is lost.
         let mut pubsub = timed(self.client.get_async_pubsub()).await?;
@@ -311,7 +317,7 @@ impl RedisStore {
             seed.clear();
         }
         self.reload_all().await?;
-        if *ever_connected {
+        if errors.clear() && *ever_connected {
             info!("Config store (Redis) reachable again.");
         }
         *ever_connected = true;
@@ -383,6 +389,16 @@ impl RedisStore {
         let mut con = self.commands.clone();
         let members: Vec<String> = timed(con.smembers(self.keys.streams())).await?;
         let previous = self.tx.borrow().clone().unwrap_or_default();
+        if members.is_empty() && !previous.is_empty() {
+            // A Redis that restarted without its data looks exactly like this; taking every
+            // station off the air for it would be worse than keeping them until the operator
+            // writes the configs again. Deleting streams one by one (announced) still works.
+            warn!(
+                streams = previous.len(),
+                "The config store holds no streams at all; keeping the current ones (did Redis restart without its data?)."
+            );
+            return Ok(());
+        }
         // Keys that left the set are read as absent.
         let mut keys: Vec<String> = previous.keys().cloned().collect();
         keys.extend(members.iter().cloned());
