@@ -316,14 +316,17 @@ impl App {
     fn create_stream(self: &Arc<Self>, settings: crate::config::StreamSettings) {
         let key = settings.key.clone();
         let restored = self.restore(&key, &settings);
-        let stream = Arc::new(Stream::new(
-            settings,
-            self.role.ingests(),
-            &self.metrics,
-            restored,
-            self.sink.clone(),
-            self.settings.chunk_duration,
-        ));
+        let stream = Arc::new(
+            Stream::new(
+                settings,
+                self.role.ingests(),
+                &self.metrics,
+                restored,
+                self.sink.clone(),
+                self.settings.chunk_duration,
+            )
+            .with_parent(&self.shutdown),
+        );
         info!(stream = %key, format = %stream.settings().format, "Stream created.");
         self.streams
             .write()

@@ -109,6 +109,7 @@ impl Cursor {
                     None => std::future::pending().await,
                 }
             };
+            // `removed` is a child of the shutdown token: one wait covers both.
             tokio::select! {
                 changed = self.rx.changed() => {
                     if changed.is_err() {
@@ -116,8 +117,7 @@ impl Cursor {
                     }
                 }
                 _ = sleep => {}
-                _ = self.shutdown.cancelled() => return Err(End::Shutdown),
-                _ = self.stream.removed.cancelled() => return Err(End::StreamRemoved),
+                _ = self.stream.removed.cancelled() => {}
             }
         }
     }

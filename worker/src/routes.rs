@@ -274,14 +274,16 @@ fn log_end(stream: &Stream, peer: SocketAddr, end: End, sent: u64) {
 
 /// Serve a first-request listener straight from its socket.
 pub async fn listen_direct(
-    app: &Arc<App>,
+    guard: crate::server::ConnectionGuard,
     mut sock: TcpStream,
-    head: &RequestHead,
+    head: RequestHead,
     peer: SocketAddr,
 ) {
+    let app = guard.app();
     let key = head.path().trim_start_matches('/');
-    let icy = crate::server::wants_icy(head);
-    let opened = match open_listener(app, key, head.query(), icy).await {
+    let icy = crate::server::wants_icy(&head);
+    // Boxed: its state is needed only while the listener is set up, not for hours after.
+    let opened = match Box::pin(open_listener(app, key, head.query(), icy)).await {
         Ok(o) => o,
         Err(e) => {
             let (status, body) = e.status();
@@ -326,10 +328,14 @@ pub async fn listen_direct(
     if sock.write_all(msg.as_bytes()).await.is_err() {
         return;
     }
-    let stream = cursor.stream().clone();
-    let (end, sent) = pump_to(&mut cursor, &mut sock).await;
-    log_end(&stream, peer, end, sent);
-    drop(slot);
+    drop((msg, headers, head));
+    // The hours-long part runs in a task of its own holding only what it needs, so the memory
+    // a listener costs is that small future, not this set-up code's (see server.rs tests).
+    tokio::spawn(async move {
+        let (end, sent) = pump_to(&mut cursor, &mut sock).await;
+        log_end(cursor.stream(), peer, end, sent);
+        drop((slot, guard));
+    });
 }
 
 async fn by_name(

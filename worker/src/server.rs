@@ -16,7 +16,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_io_timeout::TimeoutStream;
 use tower::Service;
 use tracing::{debug, info, warn};
@@ -55,18 +55,40 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, router: Router) {
                 continue;
             }
         };
-        let app = app.clone();
-        let router = router.clone();
-        tokio::spawn(async move {
-            app.metrics.open_connections.inc();
-            connection(&app, sock, peer, router).await;
-            app.metrics.open_connections.dec();
-            drop(permit);
-        });
+        let guard = ConnectionGuard::new(app.clone(), permit);
+        tokio::spawn(connection(guard, sock, peer, router.clone()));
     }
 }
 
-async fn connection(app: &Arc<App>, mut sock: TcpStream, peer: SocketAddr, router: Router) {
+/// Counts an open connection against `max_connections` and in the metrics until dropped; it
+/// moves with the connection into whichever task ends up serving it.
+pub struct ConnectionGuard {
+    app: Arc<App>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl ConnectionGuard {
+    fn new(app: Arc<App>, permit: OwnedSemaphorePermit) -> ConnectionGuard {
+        app.metrics.open_connections.inc();
+        ConnectionGuard {
+            app,
+            _permit: permit,
+        }
+    }
+
+    pub fn app(&self) -> &Arc<App> {
+        &self.app
+    }
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.app.metrics.open_connections.dec();
+    }
+}
+
+async fn connection(guard: ConnectionGuard, mut sock: TcpStream, peer: SocketAddr, router: Router) {
+    let app = &guard.app().clone();
     let _ = sock.set_nodelay(true);
     let mut buf = BytesMut::new();
     let head_len = match read_head(app, &mut sock, &mut buf).await {
@@ -106,10 +128,14 @@ async fn connection(app: &Arc<App>, mut sock: TcpStream, peer: SocketAddr, route
     match head.method.as_str() {
         "SOURCE" | "PUT" => {
             buf.advance(head_len);
-            ingest::handle_source(app.clone(), sock, head, buf, peer).await;
+            // Boxed, like the HTTP path: the task of every connection is sized for its largest
+            // branch, and most connections are long-lived listeners.
+            Box::pin(ingest::handle_source(app.clone(), sock, head, buf, peer)).await;
         }
         "GET" if routes::is_live_listen(app, &head) => {
-            routes::listen_direct(app, sock, &head, peer).await;
+            // Free the read buffer: this connection may live for hours.
+            drop(buf);
+            routes::listen_direct(guard, sock, head, peer).await;
         }
         _ if head.version == "ICE/1.0" => {
             respond(
@@ -119,7 +145,7 @@ async fn connection(app: &Arc<App>, mut sock: TcpStream, peer: SocketAddr, route
             )
             .await;
         }
-        _ => serve_http(app, sock, buf.freeze(), peer, router).await,
+        _ => Box::pin(serve_http(app, sock, buf.freeze(), peer, router)).await,
     }
 }
 
@@ -258,4 +284,42 @@ impl<T: AsyncRead + AsyncWrite> AsyncWrite for Prefixed<T> {
 /// Used by tests and the direct path: the request's `Icy-MetaData: 1`.
 pub fn wants_icy(head: &RequestHead) -> bool {
     head.header("icy-metadata").is_some_and(|v| v.trim() == "1")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every listener's task is one of these futures for hours: keep an eye on their size
+    /// (printed with `--nocapture`), it is most of the memory a listener costs.
+    #[tokio::test]
+    async fn listener_task_stays_small() {
+        let app = crate::app::App::new(
+            crate::config::Settings::defaults("pw".into()),
+            crate::app::Role::Standalone,
+            None,
+            None,
+        );
+        let stream = Arc::new(crate::stream::Stream::new(
+            app.settings.stream("x", &Default::default()),
+            false,
+            &app.metrics,
+            None,
+            None,
+            Duration::from_millis(500),
+        ));
+        let landing = crate::rewind::Landing {
+            start_seq: 0,
+            start_ts: 0,
+            behind: Duration::ZERO,
+            delay: 0,
+            clamped: false,
+        };
+        let mut cursor = crate::listener::Cursor::new(stream, landing, None, app.shutdown.clone());
+        let mut sink = tokio::io::sink();
+        let f = crate::listener::pump_to(&mut cursor, &mut sink);
+        let size = std::mem::size_of_val(&f);
+        eprintln!("pump_to future: {size} bytes");
+        assert!(size < 1024, "a listener's write loop grew to {size} bytes");
+    }
 }

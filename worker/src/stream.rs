@@ -279,6 +279,13 @@ impl Stream {
         }
     }
 
+    /// Tie the stream's life to `parent` (the process's shutdown): shutting down ends the
+    /// stream's listeners and sources, and each of them waits on one token instead of two.
+    pub fn with_parent(mut self, parent: &CancellationToken) -> Stream {
+        self.removed = parent.child_token();
+        self
+    }
+
     pub fn settings(&self) -> Arc<StreamSettings> {
         self.settings
             .read()
