@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use clap::Parser;
 use serde_json::Value;
 use streammachine_operator::config::Sensitive;
 use streammachine_operator::crd::Stream;
@@ -461,4 +462,86 @@ fn notes_explain_encoder_and_listener() {
     );
     assert!(stdout.contains("icecast://source:"), "{stdout}");
     assert!(stdout.contains("svc/live-slave"), "{stdout}");
+}
+
+/// `$(NAME)` expansions as the kubelet does them, with stand-in values for secret references.
+fn expand(args: &[Value], env: &[Value]) -> Vec<String> {
+    let mut out = vec!["streammachine".to_string()];
+    for a in args {
+        let mut s = a.as_str().unwrap().to_string();
+        for e in env {
+            let name = e["name"].as_str().unwrap();
+            let value = e["value"].as_str().unwrap_or("redis://stand-in:6379/");
+            let value = if name.ends_with("NATS_URL") {
+                "nats://stand-in:4222"
+            } else {
+                value
+            };
+            s = s.replace(&format!("$({name})"), value);
+        }
+        assert!(!s.contains("$("), "unexpanded variable in `{s}`");
+        out.push(s);
+    }
+    // The token reaches the worker through its environment (clap reads it from there); this
+    // process cannot set environment variables safely, so pass it as the flag it stands for.
+    assert!(
+        env.iter()
+            .any(|e| e["name"] == "STREAMMACHINE_CLUSTER_TOKEN"),
+        "the pod must get STREAMMACHINE_CLUSTER_TOKEN"
+    );
+    out.extend(["--cluster-token".to_string(), "stand-in".to_string()]);
+    out
+}
+
+/// The slave pods' command line is parsed by the real worker CLI, so a renamed flag on either
+/// side fails here rather than in a cluster.
+#[test]
+fn slave_command_lines_parse_with_the_worker_cli() {
+    for example in [
+        "examples/stream-mp3.yaml",
+        "examples/stream-aac-group-ingress.yaml",
+    ] {
+        let docs = documents(&std::fs::read_to_string(repo_root().join(example)).unwrap());
+        for doc in docs.into_iter().filter(|d| d["kind"] == "Stream") {
+            let mut stream: Stream = serde_json::from_value(doc).unwrap();
+            stream.metadata.namespace = Some("radio".into());
+            stream.metadata.uid = Some("0b6c4d0e-5c3f-4f43-9d4e-2a8d0c1f7e11".into());
+            let valid = validate(&stream).unwrap();
+            let desired =
+                resources::build(&stream, &valid, &settings(), Sensitive::new("pw")).unwrap();
+            let deployment = serde_json::to_value(&desired.deployment).unwrap();
+            let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+            let argv = expand(
+                container["args"].as_array().unwrap(),
+                container["env"].as_array().unwrap(),
+            );
+            let cli = streammachine::cli::Cli::try_parse_from(&argv)
+                .unwrap_or_else(|e| panic!("{example}: {argv:?}: {e}"));
+            assert!(
+                matches!(cli.command(), streammachine::cli::Command::Slave(_)),
+                "{argv:?}"
+            );
+        }
+    }
+}
+
+/// The master StatefulSet's command line, as rendered by the chart, is parsed by the worker CLI.
+#[test]
+fn master_command_line_parses_with_the_worker_cli() {
+    let rendered = template(&[], &[], KUBE_VERSIONS[1]);
+    let master = documents(&rendered)
+        .into_iter()
+        .find(|d| d["kind"] == "StatefulSet")
+        .expect("a master StatefulSet");
+    let container = &master["spec"]["template"]["spec"]["containers"][0];
+    let argv = expand(
+        container["args"].as_array().unwrap(),
+        container["env"].as_array().unwrap(),
+    );
+    let cli =
+        streammachine::cli::Cli::try_parse_from(&argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+    assert!(
+        matches!(cli.command(), streammachine::cli::Command::Master(_)),
+        "{argv:?}"
+    );
 }
