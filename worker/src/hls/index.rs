@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::chunk::{Chunk, Meta};
-use crate::codec::{Format, frames_of};
+use crate::codec::{AdtsHeader, Format, MpegHeader};
 use crate::rewind::RewindBuffer;
 
 /// The longest frame of any codec we parse (ADTS with four raw blocks at 7350 Hz: 557 ms),
@@ -220,6 +220,40 @@ fn format_of(codec: &str) -> Option<Format> {
     }
 }
 
+struct FrameSize {
+    len: usize,
+    samples: u32,
+    rate: u32,
+}
+
+/// The frames of a chunk's data, read from their headers without copying; `None` unless the
+/// data is whole frames.
+fn frame_sizes(format: Format, data: &[u8]) -> Option<Vec<FrameSize>> {
+    let mut out = Vec::with_capacity(32);
+    let mut at = 0;
+    while at < data.len() {
+        let rest = data.get(at..)?;
+        let f = match format {
+            Format::Mp3 => MpegHeader::parse(rest).map(|h| FrameSize {
+                len: h.frame_len,
+                samples: h.samples,
+                rate: h.sample_rate,
+            }),
+            Format::Aac => AdtsHeader::parse(rest).map(|h| FrameSize {
+                len: h.frame_len,
+                samples: h.samples,
+                rate: h.sample_rate,
+            }),
+        }?;
+        if f.len == 0 || at + f.len > data.len() {
+            return None;
+        }
+        at += f.len;
+        out.push(f);
+    }
+    Some(out)
+}
+
 /// Cut a chunk at the slot boundaries it straddles, on frame boundaries.
 fn split<'a>(c: &'a Chunk, disc: bool, l: i64, out: &mut Vec<Piece<'a>>) {
     let whole = |out: &mut Vec<Piece<'a>>| {
@@ -236,21 +270,14 @@ fn split<'a>(c: &'a Chunk, disc: bool, l: i64, out: &mut Vec<Piece<'a>>) {
     if c.duration == 0 || c.ts.div_euclid(l) == (c.end() - 1).div_euclid(l) {
         return whole(out);
     }
-    let frames = match format_of(&c.codec) {
-        Some(f) => frames_of(f, &c.data),
-        None => vec![],
-    };
-    let covered: usize = frames.iter().map(|f| f.data.len()).sum();
-    let Some(rate) = frames
-        .first()
-        .map(|f| u64::from(f.header.sample_rate().max(1)))
-    else {
+    // Walk the frame headers in place (chunks hold whole frames); anything unexpected keeps the
+    // chunk in one piece rather than cut mid-frame.
+    let Some(frames) = format_of(&c.codec).and_then(|f| frame_sizes(f, &c.data)) else {
         return whole(out);
     };
-    if covered != c.data.len() {
-        // Not whole frames after all: keep the chunk in one piece rather than cut mid-frame.
+    let Some(rate) = frames.first().map(|f| u64::from(f.rate.max(1))) else {
         return whole(out);
-    }
+    };
     let (mut offset, mut samples) = (0usize, 0u64);
     let mut cur = Piece {
         slot: c.ts.div_euclid(l),
@@ -278,8 +305,8 @@ fn split<'a>(c: &'a Chunk, disc: bool, l: i64, out: &mut Vec<Piece<'a>>) {
             };
             out.push(std::mem::replace(&mut cur, next));
         }
-        offset += f.data.len();
-        samples += u64::from(f.header.samples());
+        offset += f.len;
+        samples += u64::from(f.samples);
     }
     cur.end = c.end();
     cur.to = offset;

@@ -44,6 +44,9 @@ pub struct StreamHls {
     segments: Mutex<VecDeque<CachedSegment>>,
     sessions: Mutex<Option<Sessions<ListenerSlot>>>,
     sweeping: AtomicBool,
+    rebuilding: AtomicBool,
+    /// One rebuild at a time; `built` itself is only locked to read or swap the result.
+    rebuild: Mutex<()>,
 }
 
 struct CachedSegment {
@@ -75,13 +78,42 @@ fn etag_of(body: &[u8]) -> String {
 }
 
 /// The stream's current index and playlists; `None` while it holds no audio.
-pub fn built(stream: &Stream) -> Option<Arc<Built>> {
+///
+/// At a segment boundary the index is rebuilt (a few milliseconds for four hours): inside the
+/// runtime that happens on a blocking thread while requests keep getting the previous playlist
+/// (for those few milliseconds, like a cache), so no request waits for it.
+pub fn built(stream: &Arc<Stream>) -> Option<Arc<Built>> {
+    let l = segment_len_us(stream.settings().hls_segment);
+    let key = stream.buffer.read(|b| IndexKey::of(b, l))?;
+    let stale = {
+        let cached = lock(&stream.hls.built);
+        match cached.as_ref() {
+            Some(b) if b.key == key => return Some(b.clone()),
+            Some(b) if b.key.segment_len == l => Some(b.clone()),
+            _ => None,
+        }
+    };
+    if let (Some(stale), Ok(rt)) = (stale, tokio::runtime::Handle::try_current()) {
+        if !stream.hls.rebuilding.swap(true, Ordering::AcqRel) {
+            let stream = stream.clone();
+            rt.spawn_blocking(move || {
+                rebuild(&stream);
+                stream.hls.rebuilding.store(false, Ordering::Release);
+            });
+        }
+        return Some(stale);
+    }
+    rebuild(stream)
+}
+
+/// Rebuild the index now (unless another caller just did).
+pub fn rebuild(stream: &Stream) -> Option<Arc<Built>> {
     let settings = stream.settings();
     let l = segment_len_us(settings.hls_segment);
+    // Concurrent callers wait for one rebuild instead of each doing it.
+    let _one = lock(&stream.hls.rebuild);
     let key = stream.buffer.read(|b| IndexKey::of(b, l))?;
-    // Held while rebuilding, so concurrent requests wait for one rebuild instead of each doing it.
-    let mut cached = lock(&stream.hls.built);
-    if let Some(b) = cached.as_ref()
+    if let Some(b) = lock(&stream.hls.built).as_ref()
         && b.key == key
     {
         return Some(b.clone());
@@ -113,6 +145,7 @@ pub fn built(stream: &Stream) -> Option<Arc<Built>> {
             (body, etag)
         });
     let bandwidth = measured_bandwidth(&index);
+    let mut cached = lock(&stream.hls.built);
     if cached.as_ref().is_some_and(|b| b.key.segment_len != l) {
         lock(&stream.hls.segments).clear();
     }
@@ -280,7 +313,7 @@ pub async fn segment_route(
 }
 
 /// A segment's body and ETag, from the cache or built from the buffer.
-pub fn segment_body(stream: &Stream, msn: u64) -> Option<(Bytes, String)> {
+pub fn segment_body(stream: &Arc<Stream>, msn: u64) -> Option<(Bytes, String)> {
     let l = segment_len_us(stream.settings().hls_segment);
     if let Some(c) = lock(&stream.hls.segments)
         .iter()
@@ -288,7 +321,11 @@ pub fn segment_body(stream: &Stream, msn: u64) -> Option<(Bytes, String)> {
     {
         return Some((c.body.clone(), c.etag.clone()));
     }
-    let b = built(stream)?;
+    let mut b = built(stream)?;
+    if b.index.get(msn).is_none() {
+        // Listed by a replica (or a playlist) newer than our cached index: catch up now.
+        b = rebuild(stream)?;
+    }
     let seg = b.index.get(msn)?;
     let span = seg.media.as_ref()?;
     let body = stream

@@ -1,0 +1,157 @@
+//! HLS benchmarks (ignored in the normal run; `bench/hls.sh` runs them in release):
+//! * what a request for a four-hour playlist costs the server (goal: under a millisecond), from
+//!   the cached playlist and when the index is rebuilt at a segment boundary;
+//! * a four-hour synthetic dump for the HTTP benchmark against nginx.
+//!
+//!   cargo test --release -p streammachine-e2e --test hls_bench -- --ignored --nocapture
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use streammachine::chunk::{Chunk, Meta};
+use streammachine::chunker::Chunker;
+use streammachine::codec::{Format, frames_of};
+use streammachine::config::Settings;
+use streammachine::hls::index::{Index, segment_len_us};
+use streammachine::hls::playlist::{PlaylistQuery, render};
+use streammachine::hls::serve::built;
+use streammachine::metrics::Metrics;
+use streammachine::rewind::RewindBuffer;
+use streammachine::stream::{Stream, now_micros};
+
+/// `hours` of 128 kbps MP3 (synthetic frames) ending now, with a title change every 4 minutes.
+fn station(hours: u64) -> Vec<Chunk> {
+    let frame_us = 1152.0 * 1e6 / 44100.0;
+    let n = (hours as f64 * 3600e6 / frame_us) as usize;
+    let mut data = Vec::with_capacity(n * 418);
+    for i in 0..n {
+        let padded = i % 25 != 0;
+        let mut f = vec![0xFF, 0xFB, if padded { 0x92 } else { 0x90 }, 0x64];
+        f.extend_from_slice(&(i as u64).to_be_bytes());
+        f.resize(if padded { 418 } else { 417 }, 0x5A);
+        data.extend(f);
+    }
+    let frames = frames_of(Format::Mp3, &data);
+    let start = now_micros() - (hours * 3600 * 1_000_000) as i64;
+    let meta = |i: usize| {
+        Arc::new(Meta {
+            title: format!("Artist {i} - Song {i}"),
+            url: String::new(),
+        })
+    };
+    let mut chunker = Chunker::new(Duration::from_millis(500), 1, None, meta(0));
+    let mut out = vec![];
+    let per_title = (240.0 * 1e6 / frame_us) as usize;
+    for (i, f) in frames.iter().enumerate() {
+        if i > 0 && i % per_title == 0 {
+            chunker.set_meta(meta(i / per_title), &mut out);
+        }
+        chunker.push(f, start, &mut out);
+    }
+    chunker.flush(&mut out);
+    out
+}
+
+fn stream_with(chunks: Vec<Chunk>) -> Arc<Stream> {
+    let settings = Settings::defaults("pw".into());
+    let s = settings.stream("live", &Default::default());
+    let mut buffer = RewindBuffer::new(s.rewind);
+    for c in chunks {
+        buffer.push(c);
+    }
+    Arc::new(Stream::new(
+        s,
+        false,
+        &Metrics::new(),
+        Some(buffer),
+        None,
+        Duration::from_millis(500),
+    ))
+}
+
+fn per_op(n: u32, f: impl Fn()) -> Duration {
+    let t = Instant::now();
+    for _ in 0..n {
+        f();
+    }
+    t.elapsed() / n
+}
+
+#[test]
+#[ignore = "benchmark: run by bench/hls.sh"]
+fn four_hour_playlist_request_costs_under_a_millisecond() {
+    let stream = stream_with(station(4));
+    let t = Instant::now();
+    let b = built(&stream).expect("segments");
+    let rebuild = t.elapsed();
+    let segments = b.rendered.len();
+    let full = b
+        .rendered
+        .assemble(&b.rendered.view(&PlaylistQuery::default()).unwrap(), None);
+    // A request from the cache: the buffer's key, the cached playlist.
+    let cached = per_op(10_000, || {
+        let b = built(&stream).unwrap();
+        std::hint::black_box(b.rendered.len());
+    });
+    let session = per_op(1_000, || {
+        let q = PlaylistQuery {
+            session_id: Some("3f2504e0".into()),
+            ..Default::default()
+        };
+        std::hint::black_box(
+            b.rendered
+                .assemble(&b.rendered.view(&q).unwrap(), Some("?session_id=3f2504e0")),
+        );
+    });
+    let at = per_op(1_000, || {
+        let q = PlaylistQuery {
+            at: Some(now_micros() - 3_600_000_000),
+            ..Default::default()
+        };
+        std::hint::black_box(b.rendered.assemble(&b.rendered.view(&q).unwrap(), None));
+    });
+    let delta = per_op(10_000, || {
+        let q = PlaylistQuery {
+            skip: true,
+            ..Default::default()
+        };
+        std::hint::black_box(b.rendered.assemble(&b.rendered.view(&q).unwrap(), None));
+    });
+    // Rebuilding: what happens once per segment boundary (index, rendering, both playlists).
+    let l = segment_len_us(stream.settings().hls_segment);
+    let rebuilds = per_op(20, || {
+        let index = stream.buffer.read(|buf| Index::build(buf, l));
+        let r = render(&index, "live/seg/", "mp3", false);
+        for q in [
+            PlaylistQuery::default(),
+            PlaylistQuery {
+                skip: true,
+                ..Default::default()
+            },
+        ] {
+            std::hint::black_box(r.assemble(&r.view(&q).unwrap(), None));
+        }
+    });
+    println!(
+        "4 h playlist: {segments} segments, {} KiB\n\
+         cached full or delta playlist (per request): {cached:?}\n\
+         full playlist with a session id in every URI (per request): {session:?}\n\
+         full playlist with EXT-X-START from ?at= (per request): {at:?}\n\
+         delta update assembled (per request): {delta:?}\n\
+         index rebuild at a segment boundary (first {rebuild:?}): {rebuilds:?}",
+        full.len() / 1024
+    );
+    assert!(cached < Duration::from_millis(1));
+    assert!(session < Duration::from_millis(1));
+    assert!(at < Duration::from_millis(1));
+}
+
+#[test]
+#[ignore = "benchmark: run by bench/hls.sh"]
+fn write_four_hour_dump() {
+    let dir = std::env::var("HLS_BENCH_DUMP_DIR").expect("HLS_BENCH_DUMP_DIR");
+    let chunks = station(4);
+    let bytes =
+        streammachine::dump::write_file(std::path::Path::new(&dir), "live", &chunks).unwrap();
+    println!("wrote {} chunks, {} MB", chunks.len(), bytes / 1_000_000);
+}
