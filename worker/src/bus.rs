@@ -262,10 +262,28 @@ impl NatsSink {
                 }
                 Err(e) => {
                     self.dropped.inc();
-                    warn!(error = %e, "Publishing a chunk to NATS failed.");
+                    if self.warning_due() {
+                        warn!(error = %e, dropped_total = self.dropped.get(), "Publishing a chunk to NATS failed.");
+                    }
                 }
             }
         }
+    }
+}
+
+impl NatsSink {
+    /// One warning per 10 s at most: a NATS outage would otherwise log twice a second per
+    /// stream.
+    fn warning_due(&self) -> bool {
+        let mut last = self
+            .last_warning
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if last.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+            *last = Some(Instant::now());
+            return true;
+        }
+        false
     }
 }
 
@@ -274,14 +292,7 @@ impl ChunkSink for NatsSink {
         let item = (self.subjects.chunks(stream), chunk.to_bytes());
         if self.tx.try_send(item).is_err() {
             self.dropped.inc();
-            // One warning per 10 s at most: a NATS outage would otherwise log twice a second
-            // per stream.
-            let mut last = self
-                .last_warning
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if last.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
-                *last = Some(Instant::now());
+            if self.warning_due() {
                 warn!(
                     stream = %stream,
                     seq = chunk.seq,
