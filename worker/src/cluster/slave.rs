@@ -501,7 +501,9 @@ async fn repair_loop(slave: &Slave, stream: &Arc<Stream>, tail: &Mutex<Tail>, ju
                         from = range.0,
                         to = range.1,
                         filled = merged.filled,
-                        missing_on_master = range.1 - range.0 + 1 - seqs.len() as u64,
+                        missing_on_master = (range.1 - range.0)
+                            .saturating_add(1)
+                            .saturating_sub(seqs.len() as u64),
                         "Gap in seq repaired from the master."
                     );
                 }
