@@ -352,3 +352,52 @@ async fn standalone_admin_api_writes_through_the_file_store() {
     .await;
     assert_eq!(server.status("live").await["key"], "live");
 }
+
+/// A slave runs one stream of a group (as on Kubernetes, one Deployment per stream) and still
+/// answers the group's multivariant playlist with every member, the others described by the
+/// master.
+#[tokio::test]
+async fn a_slave_lists_every_member_of_its_group() {
+    let services = Services::start().await;
+    let dir = streammachine_e2e::temp_dir();
+    let config = dir.path().join("c.yaml");
+    std::fs::write(
+        &config,
+        "streams:\n  hi:\n    group: prog\n  lo:\n    format: aac\n    group: prog\n",
+    )
+    .unwrap();
+    let master = services
+        .master(&["--config", config.to_str().unwrap()])
+        .await;
+    let _hi = Encoder::push(
+        &fixture(Format::Mp3, 60, 45),
+        Format::Mp3,
+        &master.source_url("hi"),
+        Pace::RealTime,
+        false,
+    );
+    let _lo = Encoder::push(
+        &fixture(Format::Aac, 60, 46),
+        Format::Aac,
+        &master.source_url("lo"),
+        Pace::RealTime,
+        false,
+    );
+    master.wait_buffer("hi", 2.0, T).await;
+    master.wait_buffer("lo", 2.0, T).await;
+    let slave = services.slave(master.admin, &["--streams", "hi"]).await;
+    wait_ready(&slave, T).await;
+    let text = eventually("both variants on the slave", T, || async {
+        let r = slave.get("/sg/prog.m3u8").await;
+        let t = r.text().await.unwrap();
+        (t.contains("../hi.m3u8") && t.contains("../lo.m3u8")).then_some(t)
+    })
+    .await;
+    assert!(text.contains("mp4a.40.34"), "{text}");
+    assert!(text.contains("mp4a.40.2"), "{text}");
+    assert_eq!(
+        slave.get("/lo").await.status(),
+        404,
+        "the slave serves only its own stream"
+    );
+}

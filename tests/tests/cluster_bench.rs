@@ -54,6 +54,7 @@ fn synthetic_buffer(hours: u64) -> Vec<Chunk> {
                 samples: 1152 * per_chunk as u32,
                 frames: per_chunk as u32,
                 flags: 0,
+                epoch: 0,
                 codec: codec.clone(),
                 meta: meta.clone(),
                 data: Bytes::from(data),

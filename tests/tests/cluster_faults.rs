@@ -309,6 +309,7 @@ fn dump_bytes_of_one_chunk() -> Bytes {
         samples: 1152,
         frames: 1,
         flags: 0,
+        epoch: 0,
         codec: "mp3-44100-128-s".into(),
         meta: Default::default(),
         data: Bytes::from(vec![0u8; 417]),

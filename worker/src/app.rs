@@ -47,6 +47,8 @@ pub struct App {
     pub cluster: Option<Cluster>,
     /// Where stream configs are read and written (file, Redis); set once by the role.
     store: OnceLock<Arc<dyn ConfigStore>>,
+    /// Slave: the master's admin base URL (for what only the master knows, e.g. other streams).
+    master_url: OnceLock<String>,
     /// Buffers prepared before their stream exists (a restarted master: dump plus what slaves
     /// held); taken by the stream when it is created.
     preloaded: Mutex<HashMap<String, RewindBuffer>>,
@@ -164,6 +166,7 @@ impl App {
             started: Instant::now(),
             cluster,
             store: OnceLock::new(),
+            master_url: OnceLock::new(),
             preloaded: Mutex::new(HashMap::new()),
             draining: AtomicBool::new(false),
         })
@@ -176,6 +179,15 @@ impl App {
 
     pub fn store(&self) -> Option<Arc<dyn ConfigStore>> {
         self.store.get().cloned()
+    }
+
+    /// Set the master's admin URL (slaves; once).
+    pub fn set_master_url(&self, url: &str) {
+        let _ = self.master_url.set(url.trim_end_matches('/').to_string());
+    }
+
+    pub fn master_url(&self) -> Option<&str> {
+        self.master_url.get().map(String::as_str)
     }
 
     /// Hand a prepared buffer to the stream `key` when it gets created.

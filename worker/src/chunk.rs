@@ -32,6 +32,10 @@ pub struct Chunk {
     pub samples: u32,
     pub frames: u32,
     pub flags: u8,
+    /// Discontinuities since the stream began: bumped with every discontinuity flag, carried with
+    /// the chunk, so every replica numbers HLS discontinuities the same and the numbers never go
+    /// back when old chunks leave the buffer.
+    pub epoch: u32,
     /// Codec key, e.g. `mp3-44100-128-s`.
     pub codec: Arc<str>,
     pub meta: Arc<Meta>,
@@ -49,9 +53,13 @@ impl Chunk {
 }
 
 const MAGIC: &[u8; 3] = b"SMC";
-const VERSION: u8 = 1;
-/// Fixed part: magic, version, seq, ts, duration, samples, frames, flags.
-const FIXED_LEN: usize = 3 + 1 + 8 + 8 + 4 + 4 + 4 + 1;
+/// Version 2 added `epoch`; version 1 (without it) is still read, as epoch 0, so dumps and peers
+/// of the previous release keep working during an upgrade.
+const VERSION: u8 = 2;
+/// Fixed part of version 1: magic, version, seq, ts, duration, samples, frames, flags.
+const FIXED_LEN_V1: usize = 3 + 1 + 8 + 8 + 4 + 4 + 4 + 1;
+/// Version 2 adds the epoch.
+const FIXED_LEN: usize = FIXED_LEN_V1 + 4;
 /// Codec keys are short identifiers; anything longer is corruption.
 const MAX_CODEC_LEN: usize = 64;
 
@@ -92,6 +100,7 @@ impl Chunk {
         out.put_u32_le(self.samples);
         out.put_u32_le(self.frames);
         out.put_u8(self.flags);
+        out.put_u32_le(self.epoch);
         // Codec keys are ASCII identifiers well under 64 bytes (checked on decode).
         let codec = &self.codec.as_bytes()[..self.codec.len().min(MAX_CODEC_LEN)];
         out.put_u16_le(codec.len() as u16);
@@ -119,27 +128,29 @@ impl Chunk {
 
     /// Decode one chunk from the front of `b`, advancing it.
     pub fn decode_from(b: &mut Bytes) -> Result<Chunk, DecodeError> {
-        if b.remaining() < FIXED_LEN {
-            return Err(if b.remaining() >= 3 && &b[..3] != MAGIC {
-                DecodeError::BadMagic
-            } else {
-                DecodeError::Truncated
-            });
-        }
-        if &b[..3] != MAGIC {
+        if b.remaining() >= 3 && &b[..3] != MAGIC {
             return Err(DecodeError::BadMagic);
         }
-        b.advance(3);
-        let version = b.get_u8();
-        if version != VERSION {
-            return Err(DecodeError::Version(version));
+        if b.remaining() < 4 {
+            return Err(DecodeError::Truncated);
         }
+        let version = b[3];
+        let fixed = match version {
+            1 => FIXED_LEN_V1,
+            VERSION => FIXED_LEN,
+            other => return Err(DecodeError::Version(other)),
+        };
+        if b.remaining() < fixed {
+            return Err(DecodeError::Truncated);
+        }
+        b.advance(4);
         let seq = b.get_u64_le();
         let ts = b.get_i64_le();
         let duration = b.get_u32_le();
         let samples = b.get_u32_le();
         let frames = b.get_u32_le();
         let flags = b.get_u8();
+        let epoch = if version == 1 { 0 } else { b.get_u32_le() };
         if b.remaining() < 2 {
             return Err(DecodeError::Truncated);
         }
@@ -162,6 +173,7 @@ impl Chunk {
             samples,
             frames,
             flags,
+            epoch,
             codec: Arc::from(codec),
             meta: Arc::new(Meta { title, url }),
             data,
@@ -208,6 +220,7 @@ pub(crate) fn test_chunk(seq: u64, ts: i64, title: &str) -> Chunk {
         samples: 22050,
         frames: 19,
         flags: 0,
+        epoch: 0,
         codec: Arc::from("mp3-44100-128-s"),
         meta: Arc::new(Meta {
             title: title.into(),
@@ -226,6 +239,7 @@ mod tests {
         let mut c = test_chunk(7, 1_700_000_000_000_000, &"é".repeat(10_000));
         c.data = Bytes::from(vec![3u8; 200_000]);
         c.flags = FLAG_DISCONTINUITY;
+        c.epoch = 7;
         let enc = c.to_bytes();
         assert_eq!(enc.len(), c.encoded_len());
         assert_eq!(Chunk::decode(enc).unwrap(), c);
@@ -252,6 +266,18 @@ mod tests {
             Chunk::decode(trailing.freeze()),
             Err(DecodeError::Trailing(1))
         );
+    }
+
+    #[test]
+    fn version_1_chunks_are_still_read() {
+        let c = test_chunk(3, 1_000, "old");
+        let v2 = c.to_bytes();
+        // Version 1 is version 2 without the four epoch bytes after the flags.
+        let mut v1 = BytesMut::new();
+        v1.put_slice(&v2[..FIXED_LEN_V1]);
+        v1[3] = 1;
+        v1.put_slice(&v2[FIXED_LEN..]);
+        assert_eq!(Chunk::decode(v1.freeze()).unwrap(), c);
     }
 
     #[test]

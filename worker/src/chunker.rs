@@ -32,6 +32,7 @@ pub struct Chunker {
     target: u64,
     next_seq: u64,
     last_end: Option<i64>,
+    epoch: u32,
     meta: Arc<Meta>,
     clock: Option<Clock>,
     /// Frames of the chunk being built; reused, so its capacity is allocated once.
@@ -43,12 +44,14 @@ pub struct Chunker {
 }
 
 impl Chunker {
-    /// `next_seq` and `last_end` continue a buffer restored from a dump or another node.
-    pub fn new(target: Duration, next_seq: u64, last_end: Option<i64>, meta: Arc<Meta>) -> Self {
+    /// `next_seq` and `last` (the newest chunk's end and epoch) continue a buffer restored from a
+    /// dump or another node.
+    pub fn new(target: Duration, next_seq: u64, last: Option<(i64, u32)>, meta: Arc<Meta>) -> Self {
         Chunker {
             target: (target.as_micros() as u64).max(1),
             next_seq,
-            last_end,
+            last_end: last.map(|(end, _)| end),
+            epoch: last.map_or(0, |(_, epoch)| epoch),
             meta,
             clock: None,
             pending: Vec::new(),
@@ -76,6 +79,9 @@ impl Chunker {
             self.flush(out);
             let start = self.last_end.map_or(now, |end| end.max(now));
             self.discontinuity = self.last_end.is_some();
+            if self.discontinuity {
+                self.epoch = self.epoch.wrapping_add(1);
+            }
             self.clock = Some(Clock {
                 header: frame.header,
                 codec: Arc::from(frame.header.codec_key()),
@@ -134,6 +140,7 @@ impl Chunker {
             } else {
                 0
             },
+            epoch: self.epoch,
             codec: clock.codec.clone(),
             meta: self.meta.clone(),
             data,
@@ -239,6 +246,10 @@ mod tests {
         assert_eq!(out[n].ts, end + 10_000_000);
         assert!(out[n].is_discontinuity());
         assert!(!out[n + 1].is_discontinuity());
+        assert_eq!(
+            (out[n - 1].epoch, out[n].epoch, out[n + 1].epoch),
+            (0, 1, 1)
+        );
 
         // A new source whose wall clock is behind content time never goes backwards.
         c.new_source(&mut out);
@@ -253,7 +264,12 @@ mod tests {
 
     #[test]
     fn restored_buffer_continues_sequence_numbers() {
-        let mut c = Chunker::new(Duration::from_millis(500), 42, Some(5_000_000), meta("a"));
+        let mut c = Chunker::new(
+            Duration::from_millis(500),
+            42,
+            Some((5_000_000, 3)),
+            meta("a"),
+        );
         let mut out = vec![];
         for f in mp3_frames(40) {
             c.push(&f, 1_000_000, &mut out);
@@ -261,5 +277,6 @@ mod tests {
         assert_eq!(out[0].seq, 42);
         assert_eq!(out[0].ts, 5_000_000);
         assert!(out[0].is_discontinuity());
+        assert_eq!(out[0].epoch, 4);
     }
 }

@@ -256,6 +256,7 @@ pub async fn slave(
         app.shutdown.clone(),
     )?;
     app.set_store(store.clone());
+    app.set_master_url(&slave.master_url);
     let running = start(app.clone()).await?;
     let url = match &slave.advertise_url {
         Some(u) => u.trim_end_matches('/').to_string(),

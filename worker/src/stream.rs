@@ -253,7 +253,7 @@ impl Stream {
                     chunker: Chunker::new(
                         chunk_duration,
                         next_seq,
-                        buffer.last().map(|c| c.end()),
+                        buffer.last().map(|c| (c.end(), c.epoch)),
                         meta,
                     ),
                     sources: vec![],

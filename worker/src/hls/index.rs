@@ -13,9 +13,13 @@
 //! * A slot is listed only once it is complete: the buffer holds audio reaching its end (later
 //!   audio can then only land in later slots, as content time never runs backwards) and nothing of
 //!   it has been evicted. A slot whose audio stopped (station off air) waits for the next audio.
-//! * Discontinuity sequence numbers count the discontinuities from the oldest complete segment in
-//!   the buffer, so replicas agree; when the oldest discontinuity leaves the buffer the count drops
-//!   by one (no replica can know how many discontinuities an older buffer held).
+//! * A segment's discontinuity sequence number is the epoch its audio was ingested in (every chunk
+//!   carries the count of discontinuities since its stream began), so replicas agree and the
+//!   numbers never go back when old segments leave the buffer. A segment starts with
+//!   `EXT-X-DISCONTINUITY` when its epoch differs from the previous segment's; gap segments
+//!   belong to the epoch that follows them.
+//! * Missing chunks inside an epoch (a slave still repairing) make the slots they touch gap
+//!   segments until the audio arrives: a listed segment is always complete.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -141,25 +145,20 @@ impl Index {
             segments: vec![],
             titles: vec![],
             acc: None,
-            dsn: 0,
             last_title: None,
         };
         let mut prev: Option<&Chunk> = None;
         let mut pieces = Vec::new();
         for c in buffer.iter() {
-            let disc = match prev {
-                None => c.is_discontinuity(),
+            let (disc, hole) = match prev {
+                None => (c.is_discontinuity(), false),
                 // The chunker never makes overlapping chunks; ignore one rather than go back in time.
                 Some(p) if c.ts < p.end() => continue,
-                Some(p) => {
-                    c.is_discontinuity()
-                        || c.ts != p.end()
-                        || c.codec != p.codec
-                        || c.seq != p.seq.wrapping_add(1)
-                }
+                Some(p) if c.epoch != p.epoch => (true, false),
+                Some(p) => (false, c.ts != p.end() || c.seq != p.seq.wrapping_add(1)),
             };
             pieces.clear();
-            split(c, disc, l, &mut pieces);
+            split(c, disc, hole, l, &mut pieces);
             for p in pieces.drain(..) {
                 b.piece(p);
             }
@@ -209,6 +208,8 @@ struct Piece<'a> {
     from: usize,
     to: usize,
     disc: bool,
+    /// Chunks are missing right before this piece (same epoch).
+    hole: bool,
     chunk: &'a Chunk,
 }
 
@@ -255,7 +256,7 @@ fn frame_sizes(format: Format, data: &[u8]) -> Option<Vec<FrameSize>> {
 }
 
 /// Cut a chunk at the slot boundaries it straddles, on frame boundaries.
-fn split<'a>(c: &'a Chunk, disc: bool, l: i64, out: &mut Vec<Piece<'a>>) {
+fn split<'a>(c: &'a Chunk, disc: bool, hole: bool, l: i64, out: &mut Vec<Piece<'a>>) {
     let whole = |out: &mut Vec<Piece<'a>>| {
         out.push(Piece {
             slot: c.ts.div_euclid(l),
@@ -264,6 +265,7 @@ fn split<'a>(c: &'a Chunk, disc: bool, l: i64, out: &mut Vec<Piece<'a>>) {
             from: 0,
             to: c.data.len(),
             disc,
+            hole,
             chunk: c,
         })
     };
@@ -286,6 +288,7 @@ fn split<'a>(c: &'a Chunk, disc: bool, l: i64, out: &mut Vec<Piece<'a>>) {
         from: 0,
         to: 0,
         disc,
+        hole,
         chunk: c,
     };
     for f in &frames {
@@ -301,6 +304,7 @@ fn split<'a>(c: &'a Chunk, disc: bool, l: i64, out: &mut Vec<Piece<'a>>) {
                 from: offset,
                 to: offset,
                 disc: false,
+                hole: false,
                 chunk: c,
             };
             out.push(std::mem::replace(&mut cur, next));
@@ -317,9 +321,9 @@ struct Acc {
     slot: i64,
     start: i64,
     end: i64,
-    /// Nothing of this slot's segment is missing from the buffer's head.
+    /// Nothing of this slot's segment is missing (from the buffer's head, or in a hole).
     whole: bool,
-    disc: bool,
+    epoch: u32,
     span: Span,
 }
 
@@ -330,7 +334,7 @@ impl Acc {
             start: p.start,
             end: p.end,
             whole,
-            disc: p.disc,
+            epoch: p.chunk.epoch,
             span: Span {
                 first_seq: p.chunk.seq,
                 first_offset: p.from,
@@ -350,7 +354,6 @@ struct Builder {
     segments: Vec<Segment>,
     titles: Vec<TitleChange>,
     acc: Option<Acc>,
-    dsn: u64,
     last_title: Option<Arc<Meta>>,
 }
 
@@ -379,6 +382,7 @@ impl Builder {
                 self.acc = Some(Acc::new(&p, true));
             }
             Some(mut a) if p.slot == a.slot => {
+                a.whole &= !p.hole;
                 a.end = p.end;
                 if a.span.last_seq != p.chunk.seq {
                     a.span.chunks += 1;
@@ -388,15 +392,19 @@ impl Builder {
                 a.span.bytes += p.to - p.from;
                 self.acc = Some(a);
             }
-            Some(a) => {
+            Some(mut a) => {
                 let next = p.slot;
                 let gap_from = a.slot + 1;
+                // Missing chunks right after `a` leave its slot short of its end.
+                if p.hole && a.end < (a.slot + 1) * self.l {
+                    a.whole = false;
+                }
                 self.finish(a);
                 if (next - gap_from).saturating_mul(self.l) > MAX_GAP_US {
                     self.segments.clear();
                 } else {
                     for slot in gap_from..next {
-                        self.push(slot, slot * self.l, self.l, false, None);
+                        self.push(slot, slot * self.l, self.l, p.chunk.epoch, None);
                     }
                 }
                 self.acc = Some(Acc::new(&p, true));
@@ -406,22 +414,26 @@ impl Builder {
 
     fn finish(&mut self, a: Acc) {
         if a.whole {
-            self.push(a.slot, a.start, a.end - a.start, a.disc, Some(a.span));
+            self.push(a.slot, a.start, a.end - a.start, a.epoch, Some(a.span));
+        } else if !self.segments.is_empty() {
+            // Incomplete inside the buffer (chunks still being repaired): a gap for now, so the
+            // sequence numbers stay consecutive.
+            self.push(a.slot, a.slot * self.l, self.l, a.epoch, None);
         }
     }
 
-    fn push(&mut self, slot: i64, start: i64, duration: i64, disc: bool, media: Option<Span>) {
+    fn push(&mut self, slot: i64, start: i64, duration: i64, epoch: u32, media: Option<Span>) {
         let Ok(msn) = u64::try_from(slot) else {
             return;
         };
-        let discontinuity = disc || self.segments.last().is_some_and(|s| s.end() != start);
-        self.dsn += u64::from(discontinuity);
+        let dsn = u64::from(epoch);
+        let discontinuity = self.segments.last().is_some_and(|s| s.dsn != dsn);
         self.segments.push(Segment {
             msn,
             start,
             duration,
             discontinuity,
-            dsn: self.dsn,
+            dsn,
             media,
         });
     }

@@ -15,6 +15,7 @@ pub mod codecs;
 pub mod id3;
 pub mod index;
 pub mod playlist;
+pub mod remote;
 pub mod segment;
 pub mod serve;
 pub mod sessions;

@@ -476,7 +476,9 @@ pub async fn group_playlist(
     let Some(group) = file.strip_suffix(".m3u8") else {
         return text(StatusCode::NOT_FOUND, "Invalid stream group.\n");
     };
-    let variants = group_variants(&app, group);
+    let mut variants = group_variants(&app, group);
+    // A slave serves only its own streams; the group's other members live on other pods.
+    variants.extend(super::remote::variants(&app, group, &variants).await);
     if variants.is_empty() {
         return text(StatusCode::NOT_FOUND, "Invalid stream group.\n");
     }
