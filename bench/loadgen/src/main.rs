@@ -61,7 +61,14 @@ fn parse_url(url: &str) -> anyhow::Result<(SocketAddr, String)> {
     let addr = host
         .parse()
         .with_context(|| format!("`{host}` must be an IP:port"))?;
-    Ok((addr, if path.is_empty() { "/".into() } else { path.into() }))
+    Ok((
+        addr,
+        if path.is_empty() {
+            "/".into()
+        } else {
+            path.into()
+        },
+    ))
 }
 
 enum Outcome {
@@ -106,7 +113,9 @@ async fn listen(
                 }
                 body_start = Some(p + 4);
                 if head.len() > p + 4 {
-                    totals.bytes.fetch_add((head.len() - p - 4) as u64, Ordering::Relaxed);
+                    totals
+                        .bytes
+                        .fetch_add((head.len() - p - 4) as u64, Ordering::Relaxed);
                     break start.elapsed();
                 }
             } else if head.len() > 16 * 1024 {
@@ -170,8 +179,10 @@ async fn main() -> anyhow::Result<()> {
         bail!("--listeners and --rate must be positive");
     }
     let request = Arc::new(
-        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: loadgen\r\nIcy-MetaData: 0\r\n\r\n")
-            .into_bytes(),
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: loadgen\r\nIcy-MetaData: 0\r\n\r\n"
+        )
+        .into_bytes(),
     );
     let totals = Arc::new(Totals::default());
     let ttfbs = Arc::new(Mutex::new(Vec::with_capacity(args.listeners)));
@@ -203,7 +214,10 @@ async fn main() -> anyhow::Result<()> {
         }));
     }
     let connected_in = started.elapsed();
-    eprintln!("loadgen: {} listeners started in {:.1?}", args.listeners, connected_in);
+    eprintln!(
+        "loadgen: {} listeners started in {:.1?}",
+        args.listeners, connected_in
+    );
     for t in tasks {
         let _ = t.await;
     }
