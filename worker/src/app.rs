@@ -340,6 +340,14 @@ impl App {
             .with_parent(&self.shutdown),
         );
         info!(stream = %key, format = %stream.settings().format, "Stream created.");
+        // Listeners wait on the buffer's tip alone; wake them when the stream goes away.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let waker = stream.clone();
+            runtime.spawn(async move {
+                waker.removed.cancelled().await;
+                waker.buffer.wake();
+            });
+        }
         self.streams
             .write()
             .unwrap_or_else(PoisonError::into_inner)

@@ -103,21 +103,26 @@ impl Cursor {
                 let wait = (c.ts + self.delay - self.landing_end).max(0) as u64;
                 deadline = Some(self.connected + Duration::from_micros(wait));
             }
-            let sleep = async {
-                match deadline {
-                    Some(d) => tokio::time::sleep_until(d).await,
-                    None => std::future::pending().await,
-                }
-            };
-            // `removed` is a child of the shutdown token: one wait covers both.
-            tokio::select! {
-                changed = self.rx.changed() => {
-                    if changed.is_err() {
+            // Only the tip is awaited: removing the stream or shutting down also wakes it (see
+            // `SharedBuffer::wake`). The timer, needed by rewound listeners alone, is boxed so
+            // the live listeners' tasks (most of them) stay small.
+            match deadline {
+                None => {
+                    if self.rx.changed().await.is_err() {
                         return Err(End::StreamRemoved);
                     }
                 }
-                _ = sleep => {}
-                _ = self.stream.removed.cancelled() => {}
+                Some(d) => {
+                    let sleep = Box::pin(tokio::time::sleep_until(d));
+                    tokio::select! {
+                        changed = self.rx.changed() => {
+                            if changed.is_err() {
+                                return Err(End::StreamRemoved);
+                            }
+                        }
+                        _ = sleep => {}
+                    }
+                }
             }
         }
     }

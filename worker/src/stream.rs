@@ -93,6 +93,11 @@ impl SharedBuffer {
         self.write(|b| b.clear());
     }
 
+    /// Wake every listener waiting on the tip (the stream is going away).
+    pub fn wake(&self) {
+        self.tip.send_modify(|t| t.version += 1);
+    }
+
     pub fn subscribe(&self) -> watch::Receiver<Tip> {
         self.tip.subscribe()
     }
