@@ -124,12 +124,11 @@ async fn require_token(State(app): State<Arc<App>>, req: Request, next: Next) ->
     if app.settings.admin_token.is_none() && app.cluster_token().is_none() {
         return next.run(req).await;
     }
-    let presented = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+    let presented = crate::ingest::bearer_token(
+        req.headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok()),
+    );
     match presented {
         Some(t) if token_ok(&app, t) => next.run(req).await,
         _ => {

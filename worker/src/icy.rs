@@ -32,7 +32,8 @@ pub fn metadata_block(meta: &Meta) -> Bytes {
     out.freeze()
 }
 
-fn truncate_utf8(s: &str, max: usize) -> &str {
+/// At most `max` bytes of `s`, cut on a character boundary.
+pub fn truncate_utf8(s: &str, max: usize) -> &str {
     if s.len() <= max {
         return s;
     }

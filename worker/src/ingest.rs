@@ -32,6 +32,11 @@ pub fn secret_eq(a: &str, b: &str) -> bool {
             == 0
 }
 
+/// The token of an `Authorization: Bearer` header.
+pub fn bearer_token(header: Option<&str>) -> Option<&str> {
+    header?.strip_prefix("Bearer ").map(str::trim)
+}
+
 /// The password from an `Authorization: Basic` header (the user name is not checked: Icecast
 /// encoders send `source`, some send the mount name).
 pub fn basic_password(header: Option<&str>) -> Option<String> {

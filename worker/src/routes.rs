@@ -557,7 +557,7 @@ fn may_update(app: &App, stream: &Stream, headers: &HeaderMap, pass: Option<&str
     pass.is_some_and(ok)
 }
 
-fn apply_title(app: &App, stream: &Stream, params: &[(String, String)]) -> Response {
+fn apply_title(stream: &Stream, params: &[(String, String)]) -> Response {
     let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
     let title = match (get("song"), get("artist"), get("title")) {
         (Some(song), _, _) => song,
@@ -574,45 +574,17 @@ fn apply_title(app: &App, stream: &Stream, params: &[(String, String)]) -> Respo
     if stream.set_meta(Meta { title, url }).is_err() {
         return icecast_reply(StatusCode::BAD_REQUEST, "This server does not ingest audio");
     }
-    let _ = app;
     icecast_reply(StatusCode::OK, "Metadata update successful")
 }
 
-/// Icecast's `GET /admin/metadata?mount=/live&mode=updinfo&song=...`.
-async fn icecast_metadata(
-    State(app): State<Arc<App>>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-) -> Response {
-    let params = decode_query(&query.unwrap_or_default());
-    let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-    if get("mode").as_deref() != Some("updinfo") {
-        return icecast_reply(StatusCode::BAD_REQUEST, "Unsupported mode");
-    }
-    let Some(mount) = get("mount") else {
-        return icecast_reply(StatusCode::BAD_REQUEST, "Missing parameter mount");
-    };
-    let Some(stream) = app.stream(mount.trim_start_matches('/')) else {
-        return icecast_reply(StatusCode::NOT_FOUND, "Source does not exist");
-    };
-    if !may_update(&app, &stream, &headers, get("pass").as_deref()) {
-        info!(stream = %stream.key, "Title update refused: wrong credentials.");
-        let mut r = icecast_reply(StatusCode::UNAUTHORIZED, "Authentication required");
-        r.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Basic realm=\"StreamMachine\""),
-        );
-        return r;
-    }
-    apply_title(&app, &stream, &params)
-}
-
-/// SHOUTcast v1 encoders: `GET /admin.cgi?mode=updinfo&pass=...&song=...[&mount=/live]`; the
-/// mount may be left out when there is a single stream.
-async fn shoutcast_metadata(
-    State(app): State<Arc<App>>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
+/// Title updates from the encoder side: Icecast's `/admin/metadata?mount=/live&mode=updinfo&song=`
+/// (mount required) and SHOUTcast v1's `/admin.cgi?mode=updinfo&pass=&song=` (the mount may be
+/// left out when there is a single stream).
+fn encoder_title_update(
+    app: &App,
+    query: Option<String>,
+    headers: &HeaderMap,
+    mount_optional: bool,
 ) -> Response {
     let params = decode_query(&query.unwrap_or_default());
     let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
@@ -621,7 +593,7 @@ async fn shoutcast_metadata(
     }
     let stream = match get("mount") {
         Some(m) => app.stream(m.trim_start_matches('/')),
-        None => {
+        None if mount_optional => {
             let all = app.streams();
             if all.len() == 1 {
                 all.into_iter().next()
@@ -629,14 +601,37 @@ async fn shoutcast_metadata(
                 None
             }
         }
+        None => return icecast_reply(StatusCode::BAD_REQUEST, "Missing parameter mount"),
     };
     let Some(stream) = stream else {
         return icecast_reply(StatusCode::NOT_FOUND, "Source does not exist");
     };
-    if !may_update(&app, &stream, &headers, get("pass").as_deref()) {
-        return icecast_reply(StatusCode::UNAUTHORIZED, "Authentication required");
+    if !may_update(app, &stream, headers, get("pass").as_deref()) {
+        info!(stream = %stream.key, "Title update refused: wrong credentials.");
+        let mut r = icecast_reply(StatusCode::UNAUTHORIZED, "Authentication required");
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"StreamMachine\""),
+        );
+        return r;
     }
-    apply_title(&app, &stream, &params)
+    apply_title(&stream, &params)
+}
+
+async fn icecast_metadata(
+    State(app): State<Arc<App>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    encoder_title_update(&app, query, &headers, false)
+}
+
+async fn shoutcast_metadata(
+    State(app): State<Arc<App>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    encoder_title_update(&app, query, &headers, true)
 }
 
 #[cfg(test)]

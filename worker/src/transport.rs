@@ -55,12 +55,11 @@ fn plain(status: StatusCode, msg: impl Into<String>) -> Response {
 }
 
 async fn require_cluster_token(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
-    let presented = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+    let presented = crate::ingest::bearer_token(
+        req.headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok()),
+    );
     match (presented, app.cluster_token()) {
         (Some(p), Some(t)) if secret_eq(p, t) => next.run(req).await,
         _ => {

@@ -58,7 +58,7 @@ pub fn write_tag(out: &mut BytesMut, frames: &[Id3Frame<'_>]) {
                 body.put_u64(pts & ((1 << 33) - 1));
             }
             Id3Frame::Text(id, text) => {
-                let text = truncate(text, MAX_TEXT).as_bytes();
+                let text = crate::icy::truncate_utf8(text, MAX_TEXT).as_bytes();
                 put_frame_header(&mut body, id, 1 + text.len());
                 // Encoding 3: UTF-8 (ID3v2.4).
                 body.put_u8(3);
@@ -88,17 +88,6 @@ fn syncsafe(n: usize) -> [u8; 4] {
         ((n >> 7) & 0x7F) as u8,
         (n & 0x7F) as u8,
     ]
-}
-
-fn truncate(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 #[cfg(test)]
