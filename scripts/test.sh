@@ -12,6 +12,8 @@ scripts/k8s-tools.sh
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The end-to-end tests run the real binaries: build them once up front.
+cargo build --workspace --bins --locked
 if command -v cargo-nextest >/dev/null; then
   # One process per test: the end-to-end tests run in parallel across test binaries.
   cargo nextest run --workspace --locked --no-fail-fast "$@"
