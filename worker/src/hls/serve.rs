@@ -30,8 +30,9 @@ const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
 /// Segment bodies kept per stream: the newest few serve every live listener; older ones (rewound
 /// listeners) are rebuilt from the buffer, which is a copy.
 const SEGMENT_CACHE: usize = 16;
-/// A segment's bytes never change; caches may keep it this long.
-const SEGMENT_MAX_AGE: u64 = 3600;
+/// A segment's bytes never change: caches may keep it an hour (spelled out so no request
+/// formats it).
+const SEGMENT_CACHE_CONTROL: &str = "public, max-age=3600, immutable";
 /// An HLS listener that made no request for this long (and at least three target durations) has
 /// left.
 const SESSION_IDLE_MIN: Duration = Duration::from_secs(30);
@@ -303,9 +304,10 @@ pub async fn segment_route(
         header::CONTENT_TYPE,
         HeaderValue::from_static(stream.settings().format.content_type()),
     );
-    if let Ok(v) = HeaderValue::from_str(&format!("public, max-age={SEGMENT_MAX_AGE}, immutable")) {
-        h.insert(header::CACHE_CONTROL, v);
-    }
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static(SEGMENT_CACHE_CONTROL),
+    );
     if let Ok(v) = HeaderValue::from_str(&etag) {
         h.insert(header::ETAG, v);
     }
