@@ -2,7 +2,7 @@
 //! Any bytes, fed in pieces of any size: the ADTS parser never panics, only emits frames
 //! whose length matches their header, and accounts for every input byte.
 use libfuzzer_sys::fuzz_target;
-use streammachine::codec::{Format, Parser};
+use streammachine::core::codec::{Format, Parser};
 
 fuzz_target!(|data: &[u8]| check(Format::Aac, data));
 

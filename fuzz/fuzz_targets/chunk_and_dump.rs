@@ -3,8 +3,8 @@
 //! the rewind transport): any bytes decode to an error or to chunks that re-encode identically.
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use streammachine::chunk::Chunk;
-use streammachine::dump;
+use streammachine::core::chunk::Chunk;
+use streammachine::core::dump;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(c) = Chunk::decode(Bytes::copy_from_slice(data)) {

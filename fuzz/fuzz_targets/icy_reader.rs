@@ -1,7 +1,7 @@
 #![no_main]
 //! In-band ICY metadata from relayed servers: any bytes, any metaint.
 use libfuzzer_sys::fuzz_target;
-use streammachine::icy::IcyReader;
+use streammachine::core::icy::IcyReader;
 
 fuzz_target!(|data: &[u8]| {
     let metaint = data.first().map_or(1, |b| usize::from(*b) * 17 + 1);

@@ -1,7 +1,7 @@
 #![no_main]
 //! Request heads and chunked bodies from the network: errors, never panics.
 use libfuzzer_sys::fuzz_target;
-use streammachine::http_head::{ChunkedDecoder, head_len, parse_head};
+use streammachine::core::http_head::{ChunkedDecoder, head_len, parse_head};
 
 fuzz_target!(|data: &[u8]| {
     if let Some(n) = head_len(data) {

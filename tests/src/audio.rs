@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use streammachine::codec::{Format, frames_of};
+use streammachine::core::codec::{Format, frames_of};
 
 use crate::require;
 

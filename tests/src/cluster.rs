@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use streammachine::chunk::Chunk;
+use streammachine::core::chunk::Chunk;
 
 use crate::eventually;
 use crate::server::Server;
@@ -81,7 +81,7 @@ pub async fn dump(server: &Server, key: &str) -> Vec<Chunk> {
         .await;
     assert!(r.status().is_success(), "dump of {key}: {}", r.status());
     let bytes = r.bytes().await.expect("dump body");
-    streammachine::dump::decode(key, &bytes).expect("valid dump")
+    streammachine::core::dump::decode(key, &bytes).expect("valid dump")
 }
 
 pub fn seqs(chunks: &[Chunk]) -> Vec<u64> {

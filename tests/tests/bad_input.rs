@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use streammachine::codec::Format;
+use streammachine::core::codec::Format;
 use streammachine_e2e::audio::{Encoder, Pace, fixture};
 use streammachine_e2e::listener::Listener;
 use streammachine_e2e::server::Server;

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use serde_json::json;
-use streammachine::codec::Format;
+use streammachine::core::codec::Format;
 use streammachine_e2e::audio::{Encoder, Pace, assert_same_bytes, decode, fixture, frame_bytes};
 use streammachine_e2e::cluster::{
     Services, dump, gaps, readyz, redis_get, redis_put, seqs, wait_converged, wait_ready,

@@ -9,9 +9,9 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use streammachine::chunk::{Chunk, Meta};
-use streammachine::codec::{Format, frames_of};
-use streammachine::transport::TransportClient;
+use streammachine::cluster::transport::TransportClient;
+use streammachine::core::chunk::{Chunk, Meta};
+use streammachine::core::codec::{Format, frames_of};
 use streammachine_e2e::audio::{find, fixture};
 use streammachine_e2e::cluster::{Services, TOKEN, wait_ready};
 use streammachine_e2e::listener::Listener;
@@ -68,7 +68,7 @@ fn synthetic_buffer(hours: u64) -> Vec<Chunk> {
 async fn bench_snapshot_transfer_of_an_8_hour_buffer() {
     let dir = temp_dir();
     let chunks = synthetic_buffer(8);
-    let bytes = streammachine::dump::write_file(dir.path(), "live", &chunks).unwrap();
+    let bytes = streammachine::core::dump::write_file(dir.path(), "live", &chunks).unwrap();
     let n = chunks.len();
     drop(chunks);
     println!("buffer: {n} chunks, {:.1} MB encoded", bytes as f64 / 1e6);

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::json;
-use streammachine::chunk::Chunk;
-use streammachine::codec::Format;
+use streammachine::core::chunk::Chunk;
+use streammachine::core::codec::Format;
 use streammachine_e2e::audio::{Encoder, Pace};
 use streammachine_e2e::cluster::{
     Services, dump, readyz, redis_put, seqs, wait_converged, wait_ready,
@@ -117,7 +117,7 @@ async fn a_crashed_master_restarts_from_its_dump_and_the_slaves_converge() {
 
     // Crash right after the master got a few chunks beyond its last dump.
     eventually("chunks newer than the dump", T, || async {
-        let dumped = streammachine::dump::read_file(&dumps, "live")
+        let dumped = streammachine::core::dump::read_file(&dumps, "live")
             .ok()
             .flatten()?;
         let dumped_last = dumped.last()?.seq;
@@ -133,7 +133,7 @@ async fn a_crashed_master_restarts_from_its_dump_and_the_slaves_converge() {
         .unwrap()
         .seq
         .max(dump(&b, "live").await.last().unwrap().seq);
-    let dumped_last = streammachine::dump::read_file(&dumps, "live")
+    let dumped_last = streammachine::core::dump::read_file(&dumps, "live")
         .unwrap()
         .unwrap()
         .last()
@@ -238,11 +238,12 @@ async fn a_slave_with_a_wrong_token_or_garbage_input_serves_nothing_corrupt() {
     assert!(line.contains("ERROR"), "{line}");
 
     // Garbage snapshots: random bytes, then a well-formed dump whose audio is noise.
-    let mut bad_audio = streammachine::chunk::Chunk::decode(dump_bytes_of_one_chunk()).unwrap();
+    let mut bad_audio =
+        streammachine::core::chunk::Chunk::decode(dump_bytes_of_one_chunk()).unwrap();
     bad_audio.data = Bytes::from(vec![0x55u8; 4000]);
     let bodies = vec![
         b"<html>definitely not a rewind dump</html>".to_vec(),
-        streammachine::dump::encode("live", &[bad_audio.clone()]).to_vec(),
+        streammachine::core::dump::encode("live", &[bad_audio.clone()]).to_vec(),
     ];
     let (fake_url, fake) = fake_master(bodies).await;
     let fed_garbage = services

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use streammachine::chunk::{Chunk, Meta};
-use streammachine::chunker::Chunker;
-use streammachine::codec::{Format, frames_of};
+use streammachine::core::chunk::{Chunk, Meta};
+use streammachine::core::chunker::Chunker;
+use streammachine::core::codec::{Format, frames_of};
 use streammachine_e2e::audio::{Encoder, Pace, fixture, frame_bytes};
 use streammachine_e2e::server::Server;
 use streammachine_e2e::{eventually, require, temp_dir};
@@ -157,11 +157,11 @@ async fn rewound_playback(format: Format) {
     let r = server
         .admin_get(&format!("/api/streams/{key}/rewind"))
         .await;
-    let chunks = streammachine::dump::decode(key, &r.bytes().await.unwrap()).unwrap();
+    let chunks = streammachine::core::dump::decode(key, &r.bytes().await.unwrap()).unwrap();
     let first = chunks[0].ts;
     // Two minutes into the audio, i.e. two minutes behind the live edge.
     let at = first + 120_000_000;
-    let at_text = streammachine::listener::rfc3339(at);
+    let at_text = streammachine::time::rfc3339(at);
     let url = server.url(&format!("/{key}.m3u8?at={}", at_text.replace('+', "%2B")));
     let with_start = get_text(&server, &format!("/{key}.m3u8?at={at_text}")).await;
     assert!(
@@ -310,7 +310,7 @@ fn dump_with_title_change(format: Format, key: &str, dir: &Path) -> i64 {
     let file = fixture(format, 30, 14);
     let data = std::fs::read(&file).unwrap();
     let frames = frames_of(format, &data);
-    let now = streammachine::stream::now_micros();
+    let now = streammachine::time::now_micros();
     let t0 = now - now.rem_euclid(L) - 10 * L;
     let change_at = t0 + L + 3_000_000;
     let meta = |t: &str| {
@@ -333,7 +333,7 @@ fn dump_with_title_change(format: Format, key: &str, dir: &Path) -> i64 {
         samples += u64::from(f.header.samples());
     }
     chunker.flush(&mut chunks);
-    streammachine::dump::write_file(dir, key, &chunks).unwrap();
+    streammachine::core::dump::write_file(dir, key, &chunks).unwrap();
     t0
 }
 

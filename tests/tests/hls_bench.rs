@@ -8,16 +8,17 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use streammachine::chunk::{Chunk, Meta};
-use streammachine::chunker::Chunker;
-use streammachine::codec::{Format, frames_of};
 use streammachine::config::Settings;
-use streammachine::hls::index::{Index, segment_len_us};
-use streammachine::hls::playlist::{PlaylistQuery, render};
-use streammachine::hls::serve::built;
+use streammachine::core::chunk::{Chunk, Meta};
+use streammachine::core::chunker::Chunker;
+use streammachine::core::codec::{Format, frames_of};
+use streammachine::core::rewind::RewindBuffer;
 use streammachine::metrics::Metrics;
-use streammachine::rewind::RewindBuffer;
-use streammachine::stream::{Stream, now_micros};
+use streammachine::serve::hls::index::{Index, segment_len_us};
+use streammachine::serve::hls::playlist::{PlaylistQuery, render};
+use streammachine::serve::hls::serve::built;
+use streammachine::stream::Stream;
+use streammachine::time::now_micros;
 
 /// `hours` of 128 kbps MP3 (synthetic frames) ending now, with a title change every 4 minutes.
 fn station(hours: u64) -> Vec<Chunk> {
@@ -152,6 +153,6 @@ fn write_four_hour_dump() {
     let dir = std::env::var("HLS_BENCH_DUMP_DIR").expect("HLS_BENCH_DUMP_DIR");
     let chunks = station(4);
     let bytes =
-        streammachine::dump::write_file(std::path::Path::new(&dir), "live", &chunks).unwrap();
+        streammachine::core::dump::write_file(std::path::Path::new(&dir), "live", &chunks).unwrap();
     println!("wrote {} chunks, {} MB", chunks.len(), bytes / 1_000_000);
 }

@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use streammachine::codec::Format;
+use streammachine::core::codec::Format;
 use streammachine_e2e::audio::{Encoder, Pace, fixture};
 use streammachine_e2e::server::Server;
 use streammachine_e2e::{repo_root, require, temp_dir};

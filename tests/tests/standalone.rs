@@ -3,9 +3,9 @@
 use std::time::Duration;
 
 use serde_json::json;
-use streammachine::chunk::Chunk;
-use streammachine::codec::Format;
-use streammachine::icy::IcyReader;
+use streammachine::core::chunk::Chunk;
+use streammachine::core::codec::Format;
+use streammachine::core::icy::IcyReader;
 use streammachine_e2e::audio::{
     Encoder, Pace, assert_same_bytes, decode, find, fixture, frame_bytes, probe,
 };
@@ -21,11 +21,11 @@ async fn dump(server: &Server, key: &str) -> Vec<Chunk> {
         .await;
     assert!(r.status().is_success());
     let bytes = r.bytes().await.expect("dump body");
-    streammachine::dump::decode(key, &bytes).expect("valid dump")
+    streammachine::core::dump::decode(key, &bytes).expect("valid dump")
 }
 
 fn rfc3339(micros: i64) -> String {
-    streammachine::listener::rfc3339(micros)
+    streammachine::time::rfc3339(micros)
 }
 
 async fn ingest_and_decode(format: Format, legacy: bool) {

@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cap::Cap;
-use streammachine::chunk::Meta;
-use streammachine::chunker::Chunker;
-use streammachine::codec::{Format, Parser};
-use streammachine::rewind::RewindBuffer;
+use streammachine::core::chunk::Meta;
+use streammachine::core::chunker::Chunker;
+use streammachine::core::codec::{Format, Parser};
+use streammachine::core::rewind::RewindBuffer;
 
 /// Counts live heap bytes (requested sizes; the allocator's own rounding comes on top).
 #[global_allocator]
@@ -76,7 +76,7 @@ fn main() {
     println!(
         "per chunk: {} bytes of bookkeeping (Chunk struct {} bytes)",
         overhead / buffer.len() as isize,
-        std::mem::size_of::<streammachine::chunk::Chunk>()
+        std::mem::size_of::<streammachine::core::chunk::Chunk>()
     );
     assert!(pct <= 2.0, "rewind overhead {pct:.2} % exceeds 2 %");
 }

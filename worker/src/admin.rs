@@ -14,11 +14,11 @@ use serde::{Deserialize, Serialize};
 use tracing::info;
 
 use crate::app::{App, Role};
-use crate::chunk::Meta;
+use crate::auth::bearer_allowed;
 use crate::config::{StreamConfig, validate_key};
-use crate::ingest::secret_eq;
-use crate::listener::rfc3339;
+use crate::core::chunk::Meta;
 use crate::stream::{SourceInfo, Stream, StreamError};
+use crate::time::rfc3339;
 
 /// JSON errors with a message, for every failure the API returns.
 #[derive(Debug)]
@@ -101,37 +101,30 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/streams/{key}/sources", get(list_sources))
         .route("/api/streams/{key}/sources/{id}/promote", post(promote))
         .route("/api/streams/{key}/rewind", get(download_rewind))
-        .route("/metrics", get(crate::routes::metrics))
+        .route("/metrics", get(crate::probes::metrics))
         .route_layer(middleware::from_fn_with_state(app.clone(), require_token));
     Router::new()
         .merge(api)
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(crate::routes::readyz))
+        .route("/healthz", get(crate::probes::healthz))
+        .route("/readyz", get(crate::probes::readyz))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
         .with_state(app)
-}
-
-/// Tokens accepted by the admin API: the admin token and, where the role has one, the cluster
-/// token (the operator and slaves use it).
-fn token_ok(app: &App, presented: &str) -> bool {
-    [app.settings.admin_token.as_deref(), app.cluster_token()]
-        .into_iter()
-        .flatten()
-        .any(|t| secret_eq(presented, t))
 }
 
 async fn require_token(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
     if app.settings.admin_token.is_none() && app.cluster_token().is_none() {
         return next.run(req).await;
     }
-    let presented = crate::ingest::bearer_token(
-        req.headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok()),
-    );
-    match presented {
-        Some(t) if token_ok(&app, t) => next.run(req).await,
-        _ => {
+    // The admin token and, where the role has one, the cluster token (the operator and slaves
+    // use it).
+    let accepted = [app.settings.admin_token.as_deref(), app.cluster_token()];
+    let header = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    match bearer_allowed(header, accepted.into_iter().flatten()) {
+        true => next.run(req).await,
+        false => {
             let mut r = ApiError(
                 StatusCode::UNAUTHORIZED,
                 "a valid bearer token is required".into(),
@@ -157,7 +150,9 @@ async fn get_stream(
 }
 
 /// The store configs are written to, or why this role does not write.
-fn writable_store(app: &App) -> Result<std::sync::Arc<dyn crate::store::ConfigStore>, ApiError> {
+fn writable_store(
+    app: &App,
+) -> Result<std::sync::Arc<dyn crate::cluster::store::ConfigStore>, ApiError> {
     if app.role == Role::Slave {
         return Err(ApiError(
             StatusCode::CONFLICT,
@@ -284,7 +279,7 @@ async fn download_rewind(
 ) -> Result<Response, ApiError> {
     let s = app.stream(&key).ok_or_else(|| not_found(&key))?;
     let chunks = s.buffer.snapshot();
-    let bytes = tokio::task::spawn_blocking(move || crate::dump::encode(&key, &chunks))
+    let bytes = tokio::task::spawn_blocking(move || crate::core::dump::encode(&key, &chunks))
         .await
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     let mut r = Response::new(Body::from(bytes));

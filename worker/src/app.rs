@@ -10,11 +10,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use crate::cluster::store::ConfigStore;
 use crate::config::{Settings, StreamConfig};
-use crate::dump;
+use crate::core::dump;
+use crate::core::rewind::RewindBuffer;
 use crate::metrics::Metrics;
-use crate::rewind::RewindBuffer;
-use crate::store::ConfigStore;
 use crate::stream::{ChunkSink, Stream};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -446,9 +446,9 @@ impl App {
         if let Some(url) = want {
             let token = stream.removed.child_token();
             fallbacks.insert(key.to_string(), (url.clone(), token.clone()));
-            let app = self.clone();
+            let timeout = self.settings.source_timeout;
             self.tasks
-                .spawn(crate::fallback::run(app, stream, url, token));
+                .spawn(crate::source::fallback::run(stream, url, timeout, token));
         }
     }
 
@@ -488,7 +488,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::codec::Format;
+    use crate::core::codec::Format;
 
     #[test]
     fn listener_totals_add_up_live_slaves_only() {

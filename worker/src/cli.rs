@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::cluster::store::Configs;
 use crate::cluster::{ClusterOptions, SlaveOptions};
 use crate::config::{
     ConfigError, FileConfig, LogFormat, Settings, StreamConfig, parse_stream_flag, validate_key,
 };
-use crate::store::Configs;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -204,15 +204,6 @@ pub enum Password {
     Generated,
 }
 
-pub fn random_password() -> String {
-    use rand::RngExt;
-    const ALPHABET: &[u8] = b"abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
-    let mut rng = rand::rng();
-    (0..20)
-        .map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]))
-        .collect()
-}
-
 impl CommonArgs {
     /// Defaults, then the file, then env/flags.
     pub fn settings(&self) -> Result<(Settings, Password), ConfigError> {
@@ -262,7 +253,7 @@ impl CommonArgs {
             declared = s.streams.clone();
         }
         if s.source_password.is_empty() {
-            s.source_password = random_password();
+            s.source_password = crate::auth::random_password();
             password = Password::Generated;
         }
         s.validate_with(cluster)?;

@@ -1,32 +1,34 @@
 //! StreamMachine: a live radio streaming server that keeps hours of each station's audio in memory.
 //!
-//! Data path: encoder → [`ingest`] → [`codec`] parser → [`chunker`] → [`stream`] rewind buffer →
-//! [`listener`]s (ICY/raw/pump) and, on a master, the chunk bus to slaves.
+//! Data path: encoder → [`source::ingest`] → [`core::codec`] parser → [`core::chunker`] →
+//! [`stream`] rewind buffer → [`serve`] listeners (ICY/raw/pump, HLS) and, on a master, the chunk
+//! bus to slaves ([`cluster`]).
+//!
+//! The layout follows the roles:
+//! - [`core`]: sans-IO building blocks (codecs, chunks, chunker, rewind buffer, dumps, ICY, HTTP
+//!   request heads), unit-tested without sockets;
+//! - [`source`]: where audio comes from (Icecast encoders, fallback relays and files);
+//! - [`serve`]: the listener port (accept loop, direct listener path, router, HLS);
+//! - [`cluster`]: what master and slaves share (config store, chunk bus, rewind transport) and
+//!   the master and slave tasks;
+//! - at the top: the process ([`app`], [`stream`], [`config`], [`cli`], [`run`], [`admin`],
+//!   [`metrics`]) and leaf helpers ([`auth`], [`time`], [`retry`]) that depend on nothing else.
 
 pub mod admin;
 pub mod app;
-pub mod bus;
-pub mod chunk;
-pub mod chunker;
+pub mod auth;
 pub mod cli;
 pub mod cluster;
-pub mod codec;
 pub mod config;
-pub mod dump;
-pub mod fallback;
-pub mod hls;
-pub mod http_head;
-pub mod icy;
-pub mod ingest;
-pub mod listener;
+pub mod core;
 pub mod metrics;
-pub mod rewind;
-pub mod routes;
+pub mod probes;
+pub mod retry;
 pub mod run;
-pub mod server;
-pub mod store;
+pub mod serve;
+pub mod source;
 pub mod stream;
-pub mod transport;
+pub mod time;
 
 /// Install the process-wide TLS crypto provider (ring) once; https relays need it.
 pub fn install_tls_provider() {

@@ -9,13 +9,17 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+use crate::admin;
 use crate::app::{App, Cluster, Role};
-use crate::bus::{Bus, BusError, NatsSink, Subjects};
+use crate::cluster::bus::{Bus, BusError, NatsSink, Subjects};
+use crate::cluster::store::{
+    ConfigStore, ConfigWatch, Configs, RedisStore, StaticStore, StoreError,
+};
+use crate::cluster::transport;
+use crate::cluster::transport::{TransportClient, TransportError};
 use crate::cluster::{self, ClusterOptions, SlaveOptions};
 use crate::config::Settings;
-use crate::store::{ConfigStore, ConfigWatch, Configs, RedisStore, StaticStore, StoreError};
-use crate::transport::{TransportClient, TransportError};
-use crate::{admin, routes, server, transport};
+use crate::serve::{routes, server};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {

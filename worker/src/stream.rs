@@ -3,25 +3,19 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::Serialize;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::chunk::{Chunk, Meta};
-use crate::chunker::Chunker;
-use crate::codec::Frame;
 use crate::config::StreamSettings;
+use crate::core::chunk::{Chunk, Meta};
+use crate::core::chunker::Chunker;
+use crate::core::codec::Frame;
+use crate::core::rewind::{Inserted, RewindBuffer};
 use crate::metrics::{Metrics, StreamMetrics};
-use crate::rewind::{Inserted, RewindBuffer};
-
-/// Wall-clock now in microseconds since the epoch.
-pub fn now_micros() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64)
-}
+use crate::time::now_micros;
 
 /// The newest audio in a buffer; listeners wait on changes of it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -221,7 +215,7 @@ pub struct Stream {
     /// Cancelled when the stream is removed: its listeners and sources end.
     pub removed: CancellationToken,
     /// HLS caches and listener sessions.
-    pub hls: crate::hls::StreamHls,
+    pub hls: crate::serve::hls::StreamHls,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -525,8 +519,8 @@ impl Stream {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::{Format, frames_of};
     use crate::config::Settings;
+    use crate::core::codec::{Format, frames_of};
 
     fn stream() -> Stream {
         let s = Settings::defaults("pw".into());

@@ -3,8 +3,8 @@
 //! audio is whole frames of the stream's format, so a corrupt or foreign message can never be
 //! served to a listener.
 
-use crate::chunk::Chunk;
-use crate::codec::{AdtsHeader, Format, MpegHeader};
+use crate::core::chunk::Chunk;
+use crate::core::codec::{AdtsHeader, Format, MpegHeader};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BadChunk {
@@ -80,7 +80,7 @@ pub fn check_chunk(format: Format, chunk: &Chunk) -> Result<(), BadChunk> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chunk::test_chunk;
+    use crate::core::chunk::test_chunk;
     use bytes::Bytes;
 
     /// MPEG-1 layer III, 128 kbps, 44.1 kHz, joint stereo, no padding: 417 bytes.

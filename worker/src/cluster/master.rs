@@ -18,14 +18,14 @@ use prometheus_client::metrics::gauge::Gauge;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::app::App;
-use crate::bus::{Bus, HoldingsReply, HoldingsRequest, StatsReport};
 use crate::cluster::STATS_INTERVAL;
+use crate::cluster::bus::{Bus, HoldingsReply, HoldingsRequest, StatsReport};
 use crate::cluster::repair::Range;
+use crate::cluster::store::{ConfigWatch, Configs};
+use crate::cluster::transport::TransportClient;
 use crate::config::StreamConfig;
+use crate::core::rewind::RewindBuffer;
 use crate::metrics::StreamLabel;
-use crate::rewind::RewindBuffer;
-use crate::store::{ConfigWatch, Configs};
-use crate::transport::TransportClient;
 
 /// How long a restarted master collects answers from slaves.
 const HOLDINGS_WINDOW: Duration = Duration::from_secs(1);
@@ -136,7 +136,7 @@ async fn recover(
             match client.range(key, settings.format, from, Some(to)).await {
                 Ok(fetched) => {
                     for c in fetched.chunks {
-                        if buffer.push(c).0 != crate::rewind::Inserted::Duplicate {
+                        if buffer.push(c).0 != crate::core::rewind::Inserted::Duplicate {
                             pulled += 1;
                         }
                     }

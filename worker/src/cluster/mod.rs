@@ -3,16 +3,19 @@
 //! configs come from (Redis instead of a file) and where chunks come from (a slave follows the
 //! master over NATS and the HTTP transport instead of ingesting). See `docs/cluster.md`.
 
+pub mod bus;
 pub mod check;
 pub mod master;
 pub mod repair;
 pub mod slave;
+pub mod store;
+pub mod transport;
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::app::App;
-use crate::store::Configs;
+use crate::cluster::store::Configs;
 
 /// What both cluster roles need.
 #[derive(Debug, Clone)]
@@ -57,34 +60,8 @@ pub fn node_id() -> String {
         .map(|h| h.trim().to_string())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "streammachine".into());
-    let suffix: String = crate::cli::random_password().chars().take(6).collect();
+    let suffix: String = crate::auth::random_password().chars().take(6).collect();
     format!("{host}-{suffix}")
-}
-
-/// Logs an error that repeats (a peer down, a wrong token) when it starts, when its kind
-/// changes and then every 30 s, instead of on every retry.
-#[derive(Debug, Default)]
-pub struct Repeated {
-    last: Option<(String, Instant)>,
-}
-
-impl Repeated {
-    /// Whether to log `kind` now.
-    pub fn should_log(&mut self, kind: &str) -> bool {
-        let due = match &self.last {
-            Some((k, at)) => k != kind || at.elapsed() >= Duration::from_secs(30),
-            None => true,
-        };
-        if due {
-            self.last = Some((kind.to_string(), Instant::now()));
-        }
-        due
-    }
-
-    /// The error stopped; true if it had been logged (so "recovered" is worth saying).
-    pub fn clear(&mut self) -> bool {
-        self.last.take().is_some()
-    }
 }
 
 /// Wait for the role's shutdown; used in `select!`s of long-running tasks.
@@ -106,17 +83,6 @@ mod tests {
         assert_eq!(select(&all, &BTreeSet::new()).len(), 2);
         let only = BTreeSet::from(["b".to_string(), "c".to_string()]);
         assert_eq!(select(&all, &only).keys().collect::<Vec<_>>(), vec!["b"]);
-    }
-
-    #[test]
-    fn repeated_errors_are_logged_once_per_kind() {
-        let mut r = Repeated::default();
-        assert!(r.should_log("down"));
-        assert!(!r.should_log("down"));
-        assert!(r.should_log("unauthorized"));
-        assert!(r.clear());
-        assert!(!r.clear());
-        assert!(r.should_log("down"));
     }
 
     #[test]

@@ -22,7 +22,7 @@ impl Repair {
         &self.holes
     }
 
-    /// Ranges worth asking for: `gaps` (sorted, as [`crate::rewind::RewindBuffer::gaps`]) minus
+    /// Ranges worth asking for: `gaps` (sorted, as [`crate::core::rewind::RewindBuffer::gaps`]) minus
     /// the known holes, at most `max` of them, oldest first.
     pub fn plan(&self, gaps: &[Range], max: usize) -> Vec<Range> {
         let mut out = vec![];

@@ -19,15 +19,16 @@ use tokio::sync::{Notify, watch};
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::app::App;
-use crate::bus::{Bus, HoldingsReply, HoldingsRequest, StatsReport, StreamStats};
-use crate::chunk::Chunk;
+use crate::cluster::bus::{Bus, HoldingsReply, HoldingsRequest, StatsReport, StreamStats};
 use crate::cluster::check::check_chunk;
 use crate::cluster::repair::{Repair, Tail};
-use crate::cluster::{Repeated, STATS_INTERVAL, select};
+use crate::cluster::store::ConfigWatch;
+use crate::cluster::transport::{TransportClient, TransportError};
+use crate::cluster::{STATS_INTERVAL, select};
+use crate::core::chunk::Chunk;
 use crate::metrics::StreamLabel;
-use crate::store::ConfigWatch;
+use crate::retry::Repeated;
 use crate::stream::Stream;
-use crate::transport::{TransportClient, TransportError};
 
 /// How often the repair loop looks for gaps (also woken at once by a jump in `seq`).
 const REPAIR_INTERVAL: Duration = Duration::from_secs(1);

@@ -27,11 +27,11 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 
 use crate::app::App;
-use crate::chunk::Chunk;
+use crate::auth::bearer_allowed;
 use crate::cluster::check::{BadChunk, check_chunk};
-use crate::codec::Format;
-use crate::dump::{self, DumpError};
-use crate::ingest::secret_eq;
+use crate::core::chunk::Chunk;
+use crate::core::codec::Format;
+use crate::core::dump::{self, DumpError};
 
 pub const CONTENT_TYPE: &str = "application/vnd.streammachine.dump";
 pub const FIRST_SEQ: &str = "x-streammachine-first-seq";
@@ -55,14 +55,13 @@ fn plain(status: StatusCode, msg: impl Into<String>) -> Response {
 }
 
 async fn require_cluster_token(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
-    let presented = crate::ingest::bearer_token(
-        req.headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok()),
-    );
-    match (presented, app.cluster_token()) {
-        (Some(p), Some(t)) if secret_eq(p, t) => next.run(req).await,
-        _ => {
+    let header = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    match bearer_allowed(header, app.cluster_token()) {
+        true => next.run(req).await,
+        false => {
             let mut r = plain(
                 StatusCode::UNAUTHORIZED,
                 "a valid cluster token is required\n",
@@ -347,8 +346,8 @@ mod tests {
 
     use super::*;
     use crate::app::{Cluster, Role};
-    use crate::chunk::test_chunk;
     use crate::config::{Settings, StreamConfig};
+    use crate::core::chunk::test_chunk;
 
     fn app_with_chunks(n: u64) -> Arc<App> {
         let app = App::new(

@@ -23,7 +23,7 @@ use super::playlist::{
 use super::segment;
 use super::sessions::Sessions;
 use crate::app::{App, ListenerSlot};
-use crate::codec::Format;
+use crate::core::codec::Format;
 use crate::stream::Stream;
 
 const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";

@@ -263,7 +263,7 @@ impl RedisStore {
     async fn run(self: Arc<Self>, mut seed: Configs, shutdown: CancellationToken) {
         let mut backoff = Duration::from_millis(250);
         let mut ever_connected = false;
-        let mut errors = crate::cluster::Repeated::default();
+        let mut errors = crate::retry::Repeated::default();
         loop {
             let started = tokio::time::Instant::now();
             let result = tokio::select! {
@@ -307,7 +307,7 @@ impl RedisStore {
         &self,
         seed: &mut Configs,
         ever_connected: &mut bool,
-        errors: &mut crate::cluster::Repeated,
+        errors: &mut crate::retry::Repeated,
     ) -> Result<(), StoreError> {
         // Subscribe before reading, so no change between the read and the subscription is lost.
         let mut pubsub = timed(self.client.get_async_pubsub()).await?;
@@ -480,7 +480,7 @@ impl ConfigStore for RedisStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::Format;
+    use crate::core::codec::Format;
 
     #[test]
     fn parses_the_operator_document() {

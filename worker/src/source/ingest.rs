@@ -6,85 +6,23 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use base64::Engine;
+use axum::http::StatusCode;
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::{Instrument, info, warn};
 
 use crate::app::App;
-use crate::codec::Parser;
-use crate::http_head::{ChunkedDecoder, RequestHead};
-use crate::listener::rfc3339;
-use crate::stream::{SourceInfo, SourceKind, StationInfo, Stream, now_micros};
+use crate::core::codec::Parser;
+use crate::core::http_head::{ChunkedDecoder, RequestHead};
+use crate::core::http_reply::Reply;
+use crate::serve::connection::send;
+use crate::source::admission::{self, Mount, Refusal};
+use crate::stream::{SourceInfo, SourceKind, Stream};
+use crate::time::{now_micros, rfc3339};
 
-/// Sources per stream (one live, the rest standby).
-const MAX_SOURCES: usize = 8;
 /// Input that yields no frame for this many bytes is not audio of the stream's format.
 const MAX_GARBAGE: u64 = 64 * 1024;
-
-/// Compare secrets without an early exit on the first differing byte.
-pub fn secret_eq(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
-}
-
-/// The token of an `Authorization: Bearer` header.
-pub fn bearer_token(header: Option<&str>) -> Option<&str> {
-    header?.strip_prefix("Bearer ").map(str::trim)
-}
-
-/// The password from an `Authorization: Basic` header (the user name is not checked: Icecast
-/// encoders send `source`, some send the mount name).
-pub fn basic_password(header: Option<&str>) -> Option<String> {
-    let value = header?.trim();
-    let (scheme, b64) = value.split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return None;
-    }
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(b64.trim())
-        .ok()?;
-    let text = String::from_utf8(decoded).ok()?;
-    text.split_once(':').map(|(_, p)| p.to_string())
-}
-
-fn station(head: &RequestHead) -> StationInfo {
-    let pick = |names: &[&str]| {
-        names
-            .iter()
-            .find_map(|n| head.header(n).map(str::to_string))
-    };
-    StationInfo {
-        name: pick(&["ice-name", "icy-name"]),
-        description: pick(&["ice-description", "icy-description"]),
-        genre: pick(&["ice-genre", "icy-genre"]),
-        url: pick(&["ice-url", "icy-url"]),
-        bitrate: pick(&["ice-bitrate", "icy-br"]),
-        public: pick(&["ice-public", "icy-pub"]),
-        audio_info: pick(&["ice-audio-info", "icy-audio-info"]),
-    }
-}
-
-async fn reply(sock: &mut TcpStream, version: &str, status: &str, body: &str) {
-    let version = if version == "HTTP/1.1" {
-        "HTTP/1.1"
-    } else {
-        "HTTP/1.0"
-    };
-    let msg = if body.is_empty() {
-        format!("{version} {status}\r\nServer: StreamMachine\r\nConnection: close\r\n\r\n")
-    } else {
-        format!(
-            "{version} {status}\r\nServer: StreamMachine\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        )
-    };
-    let _ = sock.write_all(msg.as_bytes()).await;
-}
 
 /// Handle one source connection whose request head has been read; `body` holds bytes that came
 /// after the head.
@@ -97,103 +35,57 @@ pub async fn handle_source(
 ) {
     let mount = head.path().to_string();
     let key = mount.trim_start_matches('/');
-    let Some(stream) = app.stream(key) else {
-        info!(%peer, %mount, "Source refused: no such mount.");
-        reply(
-            &mut sock,
-            &head.version,
-            "404 Not Found",
-            "Mount point not found\n",
-        )
-        .await;
-        return;
+    let decision = match app.stream(key) {
+        None => Err(Refusal::NoSuchMount),
+        Some(stream) => {
+            let settings = stream.settings();
+            let mount = Mount {
+                format: settings.format,
+                source_password: &settings.source_password,
+                sources: stream.sources().len(),
+            };
+            admission::admit(&head, mount).map(|admitted| (stream, admitted))
+        }
     };
-    let settings = stream.settings();
-    let password_ok = basic_password(head.header("authorization"))
-        .is_some_and(|p| secret_eq(&p, &settings.source_password));
-    if !password_ok {
-        warn!(%peer, stream = %stream.key, "Source refused: wrong or missing password.");
-        let body = "Invalid source or password.\n";
-        let msg = format!(
-            "HTTP/1.0 401 Unauthorized\r\nServer: StreamMachine\r\nWWW-Authenticate: Basic realm=\"StreamMachine\"\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        let _ = sock.write_all(msg.as_bytes()).await;
-        return;
-    }
-    match head.header("content-type") {
-        None if head.method == "PUT" => {
-            info!(%peer, stream = %stream.key, "Source refused: no Content-Type.");
-            reply(
-                &mut sock,
-                &head.version,
-                "403 Forbidden",
-                "No Content-type given\n",
-            )
-            .await;
+    let (stream, admitted) = match decision {
+        Ok(admitted) => admitted,
+        Err(refusal) => {
+            match &refusal {
+                Refusal::BadPassword => warn!(%peer, %mount, "{}", refusal.reason()),
+                Refusal::ContentType(ct) => {
+                    info!(%peer, %mount, content_type = %ct, "{}", refusal.reason())
+                }
+                _ => info!(%peer, %mount, "{}", refusal.reason()),
+            }
+            let _ = send(&mut sock, &refusal.reply(&head.version)).await;
             return;
         }
-        Some(ct) if !settings.format.accepts_content_type(ct) => {
-            info!(%peer, stream = %stream.key, content_type = %ct, format = %settings.format,
-                "Source refused: content type does not match the stream's format.");
-            reply(
-                &mut sock,
-                &head.version,
-                "403 Forbidden",
-                "Content-type not supported\n",
-            )
-            .await;
-            return;
-        }
-        _ => {}
-    }
-    if stream.sources().len() >= MAX_SOURCES {
-        info!(%peer, stream = %stream.key, "Source refused: too many sources.");
-        reply(
-            &mut sock,
-            &head.version,
-            "403 Forbidden",
-            "too many sources connected\n",
-        )
-        .await;
-        return;
-    }
-    let expect_continue = head
-        .header("expect")
-        .is_some_and(|e| e.eq_ignore_ascii_case("100-continue"));
-    let ok = if expect_continue {
-        // The final status follows once the body ends (Icecast 2.5 does the same).
-        "HTTP/1.1 100 Continue\r\n\r\n".to_string()
-    } else if head.is_http11() {
-        "HTTP/1.1 200 OK\r\nServer: StreamMachine\r\n\r\n".to_string()
-    } else {
-        "HTTP/1.0 200 OK\r\nServer: StreamMachine\r\n\r\n".to_string()
     };
-    if sock.write_all(ok.as_bytes()).await.is_err() {
+    if sock
+        .write_all(&admitted.first_reply(&head.version))
+        .await
+        .is_err()
+    {
         return;
     }
-    let chunked = head
-        .header("transfer-encoding")
-        .is_some_and(|t| t.eq_ignore_ascii_case("chunked"));
+    let expect_continue = admitted.expect_continue;
     let info = SourceInfo {
         id: 0,
         kind: SourceKind::Encoder,
         remote: peer.to_string(),
-        user_agent: head.header("user-agent").map(str::to_string),
+        user_agent: admitted.user_agent,
         connected_at: rfc3339(now_micros()),
         codec: None,
-        station: station(&head),
+        station: admitted.station,
     };
     let span = tracing::info_span!("source", stream = %stream.key, %peer);
     async move {
-        let outcome = receive(&app, &stream, &mut sock, body, chunked, info).await;
+        let outcome = receive(&app, &stream, &mut sock, body, admitted.chunked, info).await;
         match outcome {
             Outcome::Ended { bytes, secs, body_done } => {
                 info!(bytes, seconds = secs, "Source disconnected.");
                 if expect_continue && body_done {
-                    let _ = sock
-                        .write_all(b"HTTP/1.1 200 OK\r\nServer: StreamMachine\r\nConnection: close\r\n\r\n")
-                        .await;
+                    let _ = send(&mut sock, &Reply::streaming(StatusCode::OK)).await;
                 }
             }
             Outcome::NotAudio { bytes } => {
@@ -203,9 +95,11 @@ pub async fn handle_source(
                     "Source refused: its data is not audio of the stream's format."
                 );
                 if expect_continue {
-                    let _ = sock
-                        .write_all(b"HTTP/1.1 415 Unsupported Media Type\r\nServer: StreamMachine\r\nConnection: close\r\nContent-Length: 33\r\n\r\nContent does not match the mount\n")
-                        .await;
+                    let refusal = Reply::text(
+                        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                        "Content does not match the mount\n",
+                    );
+                    let _ = send(&mut sock, &refusal).await;
                 }
             }
             Outcome::Timeout { bytes } => {
@@ -253,7 +147,7 @@ struct Receiver<'a> {
     parser: Parser,
     decoder: Option<ChunkedDecoder>,
     decoded: Vec<u8>,
-    frames: Vec<crate::codec::Frame>,
+    frames: Vec<crate::core::codec::Frame>,
     registered: Option<Registered<'a>>,
     info: Option<SourceInfo>,
     codec: Option<String>,
@@ -371,27 +265,4 @@ async fn receive(
         }
     }
     ended(&rx, true)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn basic_auth() {
-        assert_eq!(
-            basic_password(Some("Basic c291cmNlOmhhY2ttZQ==")).as_deref(),
-            Some("hackme")
-        );
-        assert_eq!(
-            basic_password(Some("basic c291cmNlOmE6Yg==")).as_deref(),
-            Some("a:b")
-        );
-        assert_eq!(basic_password(Some("Bearer xyz")), None);
-        assert_eq!(basic_password(Some("Basic !!!")), None);
-        assert_eq!(basic_password(None), None);
-        assert!(secret_eq("abc", "abc"));
-        assert!(!secret_eq("abc", "abd"));
-        assert!(!secret_eq("abc", "abcd"));
-    }
 }

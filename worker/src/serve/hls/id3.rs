@@ -58,7 +58,7 @@ pub fn write_tag(out: &mut BytesMut, frames: &[Id3Frame<'_>]) {
                 body.put_u64(pts & ((1 << 33) - 1));
             }
             Id3Frame::Text(id, text) => {
-                let text = crate::icy::truncate_utf8(text, MAX_TEXT).as_bytes();
+                let text = crate::core::icy::truncate_utf8(text, MAX_TEXT).as_bytes();
                 put_frame_header(&mut body, id, 1 + text.len());
                 // Encoding 3: UTF-8 (ID3v2.4).
                 body.put_u8(3);

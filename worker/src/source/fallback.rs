@@ -9,12 +9,12 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, warn};
 
-use crate::app::App;
-use crate::chunk::Meta;
-use crate::codec::{Frame, Parser, frames_of};
-use crate::icy::IcyReader;
-use crate::listener::rfc3339;
-use crate::stream::{SourceInfo, SourceKind, StationInfo, Stream, now_micros};
+use crate::core::chunk::Meta;
+use crate::core::codec::{Frame, Parser, frames_of};
+use crate::core::icy::IcyReader;
+use crate::stream::{SourceInfo, SourceKind, StationInfo, Stream};
+use crate::time::now_micros;
+use crate::time::rfc3339;
 
 /// How far ahead of real time a looped file may run, so chunks leave at an even pace.
 const FILE_LEAD: Duration = Duration::from_millis(500);
@@ -60,7 +60,15 @@ pub fn redact(url: &str) -> String {
     }
 }
 
-pub async fn run(app: Arc<App>, stream: Arc<Stream>, url: String, cancel: CancellationToken) {
+/// Feed `stream` from `url` whenever no encoder does, until `cancel` (a child of the stream's
+/// token, so removing the stream or shutting down also ends it). `source_timeout` is how long the
+/// relay may send nothing before it counts as failed.
+pub async fn run(
+    stream: Arc<Stream>,
+    url: String,
+    source_timeout: Duration,
+    cancel: CancellationToken,
+) {
     let span = tracing::info_span!("fallback", stream = %stream.key, url = %redact(&url));
     async move {
         let Some(mut encoders) = stream.encoders() else {
@@ -76,9 +84,9 @@ pub async fn run(app: Arc<App>, stream: Arc<Stream>, url: String, cancel: Cancel
                 }
             }
             let result = if let Some(path) = url.strip_prefix("file://") {
-                play_file(&app, &stream, path, &cancel).await
+                play_file(&stream, path, &cancel).await
             } else {
-                relay(&app, &stream, &url, &cancel).await
+                relay(&stream, &url, source_timeout, &cancel).await
             };
             match result {
                 Ok(Stop::Cancelled) => return,
@@ -135,7 +143,6 @@ fn encoder_connected(stream: &Stream) -> bool {
 }
 
 async fn play_file(
-    app: &App,
     stream: &Stream,
     path: &str,
     cancel: &CancellationToken,
@@ -163,7 +170,7 @@ async fn play_file(
     let mut batch: Vec<Frame> = Vec::with_capacity(16);
     loop {
         for frame in &frames {
-            if cancel.is_cancelled() || app.shutdown.is_cancelled() {
+            if cancel.is_cancelled() {
                 return Ok(Stop::Cancelled);
             }
             if encoder_connected(stream) {
@@ -188,9 +195,9 @@ async fn play_file(
 }
 
 async fn relay(
-    app: &App,
     stream: &Stream,
     url: &str,
+    timeout: Duration,
     cancel: &CancellationToken,
 ) -> Result<Stop, FallbackError> {
     crate::install_tls_provider();
@@ -226,7 +233,6 @@ async fn relay(
     let mut info = Some(fallback_info(redact(url), station));
     let mut reg: Option<Registration<'_>> = None;
     let mut frames = Vec::with_capacity(64);
-    let timeout = app.settings.source_timeout;
     loop {
         if encoder_connected(stream) {
             return Ok(Stop::EncoderConnected);
@@ -234,7 +240,6 @@ async fn relay(
         let piece = tokio::select! {
             r = tokio::time::timeout(timeout, resp.chunk()) => r,
             _ = cancel.cancelled() => return Ok(Stop::Cancelled),
-            _ = app.shutdown.cancelled() => return Ok(Stop::Cancelled),
         };
         let piece = match piece {
             Err(_) => return Err(FallbackError::Stalled(timeout)),

@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use crate::chunk::Chunk;
+use crate::core::chunk::Chunk;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Inserted {
@@ -232,7 +232,7 @@ pub struct Landing {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chunk::test_chunk;
+    use crate::core::chunk::test_chunk;
 
     fn buffer(n: u64, max_secs: u64) -> RewindBuffer {
         let mut b = RewindBuffer::new(Duration::from_secs(max_secs));

@@ -1,7 +1,7 @@
 //! What a codec key (`mp3-44100-128-s`, `aac-44100-2-2`) tells a multivariant playlist: the
 //! RFC 6381 `CODECS` string and, for MP3, the nominal bitrate (sans-IO).
 
-use crate::codec::Format;
+use crate::core::codec::Format;
 
 /// The parts of a codec key that matter to HLS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

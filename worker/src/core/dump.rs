@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use crate::chunk::{Chunk, DecodeError};
+use crate::core::chunk::{Chunk, DecodeError};
 
 const MAGIC: &[u8; 6] = b"SMDUMP";
 const VERSION: u8 = 1;
@@ -185,7 +185,7 @@ pub fn read_file(dir: &Path, key: &str) -> Result<Option<Vec<Chunk>>, DumpError>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chunk::test_chunk;
+    use crate::core::chunk::test_chunk;
 
     #[test]
     fn round_trip_and_incremental() {

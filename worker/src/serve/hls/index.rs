@@ -24,9 +24,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::chunk::{Chunk, Meta};
-use crate::codec::{AdtsHeader, Format, MpegHeader};
-use crate::rewind::RewindBuffer;
+use crate::core::chunk::{Chunk, Meta};
+use crate::core::codec::{AdtsHeader, Format, MpegHeader};
+use crate::core::rewind::RewindBuffer;
 
 /// The longest frame of any codec we parse (ADTS with four raw blocks at 7350 Hz: 557 ms),
 /// rounded up. A segment never exceeds `L` plus one frame.

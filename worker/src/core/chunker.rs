@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::chunk::{Chunk, FLAG_DISCONTINUITY, Meta};
-use crate::codec::{Frame, Header};
+use crate::core::chunk::{Chunk, FLAG_DISCONTINUITY, Meta};
+use crate::core::codec::{Frame, Header};
 
 struct Clock {
     header: Header,
@@ -162,7 +162,7 @@ impl Chunker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::{Format, frames_of};
+    use crate::core::codec::{Format, frames_of};
 
     fn mp3_frames(n: usize) -> Vec<Frame> {
         let mut data = vec![];

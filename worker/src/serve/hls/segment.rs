@@ -8,7 +8,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::id3::{Id3Frame, pts90k, title_frames, write_tag};
 use super::index::{Segment, Span};
-use crate::chunk::Chunk;
+use crate::core::chunk::Chunk;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SegmentError {

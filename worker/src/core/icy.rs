@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::chunk::Meta;
+use crate::core::chunk::Meta;
 
 /// The largest metadata block the length byte can announce.
 const MAX_BLOCK: usize = 255 * 16;

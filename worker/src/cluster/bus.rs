@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::chunk::Chunk;
+use crate::core::chunk::Chunk;
 use crate::metrics::Metrics;
 use crate::stream::ChunkSink;
 
@@ -307,7 +307,7 @@ impl ChunkSink for NatsSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chunk::test_chunk;
+    use crate::core::chunk::test_chunk;
 
     #[test]
     fn subjects_and_prefixes() {

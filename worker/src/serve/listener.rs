@@ -11,9 +11,10 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::icy::IcyWriter;
-use crate::rewind::Landing;
+use crate::core::icy::IcyWriter;
+use crate::core::rewind::Landing;
 use crate::stream::{Stream, Tip};
+use crate::time::rfc3339;
 
 /// Why a listener's stream ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,14 +156,6 @@ pub async fn pump_to<W: AsyncWrite + Unpin>(cursor: &mut Cursor, w: &mut W) -> (
         }
         sent += audio as u64;
         cursor.stream.metrics.sent_bytes.inc_by(audio as u64);
-    }
-}
-
-/// RFC 3339 with milliseconds for a content timestamp in µs.
-pub fn rfc3339(micros: i64) -> String {
-    match jiff::Timestamp::from_microsecond(micros) {
-        Ok(t) => format!("{t:.3}"),
-        Err(_) => String::new(),
     }
 }
 

@@ -10,10 +10,10 @@ use super::id3::pts90k;
 use super::index::{Index, IndexKey, target_duration};
 use super::playlist::{PlaylistQuery, Rendered, render};
 use super::segment;
-use crate::chunk::{Chunk, Meta};
-use crate::chunker::Chunker;
-use crate::codec::{Format, Frame, frames_of};
-use crate::rewind::RewindBuffer;
+use crate::core::chunk::{Chunk, Meta};
+use crate::core::chunker::Chunker;
+use crate::core::codec::{Format, Frame, frames_of};
+use crate::core::rewind::RewindBuffer;
 
 const L: i64 = 6_000_000;
 

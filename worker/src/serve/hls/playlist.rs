@@ -12,7 +12,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::id3::split_title;
 use super::index::{Index, Segment, target_duration};
-use crate::listener::rfc3339;
+use crate::time::rfc3339;
 
 /// `CAN-SKIP-UNTIL` in target durations (the minimum the specification allows).
 const SKIP_TARGETS: u64 = 6;
@@ -63,7 +63,7 @@ pub fn parse_query(query: &str) -> Result<PlaylistQuery, String> {
                 }
                 q.window = Some(Duration::from_secs_f64(secs));
             }
-            "at" => q.at = Some(crate::routes::parse_time(&v)?),
+            "at" => q.at = Some(crate::time::parse_time(&v)?),
             "_HLS_skip" => q.skip = matches!(v.as_ref(), "YES" | "v2"),
             "session_id" if valid_session_id(&v) => q.session_id = Some(v.into_owned()),
             _ => {}

@@ -1,5 +1,5 @@
 //! The listener port: one accept loop for Icecast sources and listeners. Each connection's head
-//! is read here; sources go to [`crate::ingest`], first-request audio listeners are served straight
+//! is read here; sources go to [`crate::source::ingest`], first-request audio listeners are served straight
 //! from the socket (no per-connection HTTP machinery for the long-lived, common case), everything
 //! else is handed to hyper and the axum router with the bytes already read put back in front.
 
@@ -12,18 +12,23 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
+use axum::http::StatusCode;
 use bytes::{Buf, Bytes, BytesMut};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 use tokio_io_timeout::TimeoutStream;
 use tower::Service;
 use tracing::{debug, info, warn};
 
 use crate::app::App;
-use crate::http_head::{self, HeadError, RequestHead};
-use crate::{ingest, routes};
+use crate::core::http_head::{self, HeadError};
+use crate::core::http_reply::Reply;
+use crate::serve::connection::{ConnectionGuard, send};
+use crate::serve::direct;
+use crate::serve::listen::LISTENER_SEND_BUFFER;
+use crate::source::ingest;
 
 /// Accept connections until shutdown. Each connection holds a semaphore permit, so at most
 /// `max_connections` are open; beyond that new connections wait in the kernel's backlog.
@@ -60,33 +65,6 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, router: Router) {
     }
 }
 
-/// Counts an open connection against `max_connections` and in the metrics until dropped; it
-/// moves with the connection into whichever task ends up serving it.
-pub struct ConnectionGuard {
-    app: Arc<App>,
-    _permit: OwnedSemaphorePermit,
-}
-
-impl ConnectionGuard {
-    fn new(app: Arc<App>, permit: OwnedSemaphorePermit) -> ConnectionGuard {
-        app.metrics.open_connections.inc();
-        ConnectionGuard {
-            app,
-            _permit: permit,
-        }
-    }
-
-    pub fn app(&self) -> &Arc<App> {
-        &self.app
-    }
-}
-
-impl Drop for ConnectionGuard {
-    fn drop(&mut self) {
-        self.app.metrics.open_connections.dec();
-    }
-}
-
 async fn connection(guard: ConnectionGuard, mut sock: TcpStream, peer: SocketAddr, router: Router) {
     let app = &guard.app().clone();
     let _ = sock.set_nodelay(true);
@@ -97,7 +75,7 @@ async fn connection(guard: ConnectionGuard, mut sock: TcpStream, peer: SocketAdd
         Err(HeadRead::Timeout) => {
             debug!(%peer, "Connection sent no complete request in time; closing.");
             if !buf.is_empty() {
-                respond(&mut sock, "408 Request Timeout", "Request timeout\n").await;
+                respond(&mut sock, StatusCode::REQUEST_TIMEOUT, "Request timeout\n").await;
             }
             return;
         }
@@ -105,7 +83,7 @@ async fn connection(guard: ConnectionGuard, mut sock: TcpStream, peer: SocketAdd
             info!(%peer, "Request head too large; refused.");
             respond(
                 &mut sock,
-                "431 Request Header Fields Too Large",
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                 "Request head too large\n",
             )
             .await;
@@ -117,9 +95,9 @@ async fn connection(guard: ConnectionGuard, mut sock: TcpStream, peer: SocketAdd
         Err(e) => {
             info!(%peer, error = %e, "Malformed request; refused.");
             let status = if e == HeadError::TooLarge {
-                "431 Request Header Fields Too Large"
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
             } else {
-                "400 Bad Request"
+                StatusCode::BAD_REQUEST
             };
             respond(&mut sock, status, "Bad request\n").await;
             return;
@@ -132,15 +110,15 @@ async fn connection(guard: ConnectionGuard, mut sock: TcpStream, peer: SocketAdd
             // branch, and most connections are long-lived listeners.
             Box::pin(ingest::handle_source(app.clone(), sock, head, buf, peer)).await;
         }
-        "GET" if routes::is_live_listen(app, &head) => {
+        "GET" if direct::is_live_listen(app, &head) => {
             // Free the read buffer: this connection may live for hours.
             drop(buf);
-            routes::listen_direct(guard, sock, head, peer).await;
+            direct::listen_direct(guard, sock, head, peer).await;
         }
         _ if head.version == "ICE/1.0" => {
             respond(
                 &mut sock,
-                "405 Method Not Allowed",
+                StatusCode::METHOD_NOT_ALLOWED,
                 "Only SOURCE uses ICE/1.0\n",
             )
             .await;
@@ -183,12 +161,8 @@ async fn read_head(app: &App, sock: &mut TcpStream, buf: &mut BytesMut) -> Resul
     }
 }
 
-async fn respond(sock: &mut TcpStream, status: &str, body: &str) {
-    let msg = format!(
-        "HTTP/1.1 {status}\r\nServer: StreamMachine\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let _ = tokio::time::timeout(Duration::from_secs(5), sock.write_all(msg.as_bytes())).await;
+async fn respond(sock: &mut TcpStream, status: StatusCode, body: &str) {
+    let _ = send(sock, &Reply::text(status, body)).await;
 }
 
 /// Hand the connection to hyper, replaying the head we already read.
@@ -199,7 +173,7 @@ async fn serve_http(
     peer: SocketAddr,
     router: Router,
 ) {
-    let _ = socket2::SockRef::from(&sock).set_send_buffer_size(2 * routes::LISTENER_SEND_BUFFER);
+    let _ = socket2::SockRef::from(&sock).set_send_buffer_size(2 * LISTENER_SEND_BUFFER);
     let mut timed = TimeoutStream::new(sock);
     // A client that stops reading a long response is cut after this long.
     timed.set_write_timeout(Some(
@@ -281,11 +255,6 @@ impl<T: AsyncRead + AsyncWrite> AsyncWrite for Prefixed<T> {
     }
 }
 
-/// Used by tests and the direct path: the request's `Icy-MetaData: 1`.
-pub fn wants_icy(head: &RequestHead) -> bool {
-    head.header("icy-metadata").is_some_and(|v| v.trim() == "1")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -308,16 +277,17 @@ mod tests {
             None,
             Duration::from_millis(500),
         ));
-        let landing = crate::rewind::Landing {
+        let landing = crate::core::rewind::Landing {
             start_seq: 0,
             start_ts: 0,
             behind: Duration::ZERO,
             delay: 0,
             clamped: false,
         };
-        let mut cursor = crate::listener::Cursor::new(stream, landing, None, app.shutdown.clone());
+        let mut cursor =
+            crate::serve::listener::Cursor::new(stream, landing, None, app.shutdown.clone());
         let mut sink = tokio::io::sink();
-        let f = crate::listener::pump_to(&mut cursor, &mut sink);
+        let f = crate::serve::listener::pump_to(&mut cursor, &mut sink);
         let size = std::mem::size_of_val(&f);
         eprintln!("pump_to future: {size} bytes");
         assert!(size < 1024, "a listener's write loop grew to {size} bytes");

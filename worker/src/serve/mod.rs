@@ -1,0 +1,13 @@
+//! The listener port. [`server`] accepts every connection and reads its head; sources go to
+//! [`crate::source::ingest`], first-request listeners to [`direct`] (straight from the socket),
+//! everything else to hyper and the [`routes`] router. [`listen`] opens a listener (limits,
+//! landing, headers) for both paths, [`listener`] is the cursor that paces it, [`connection`]
+//! writes the raw-socket responses, and [`hls`] serves HLS.
+
+pub mod connection;
+pub mod direct;
+pub mod hls;
+pub mod listen;
+pub mod listener;
+pub mod routes;
+pub mod server;
