@@ -147,33 +147,42 @@ fn kube_class(error: &kube::Error) -> ErrorClass {
 
 /// First retry delay of a transient error; doubles per consecutive failure.
 const BACKOFF_START: Duration = Duration::from_secs(2);
-/// Longest retry delay of a transient error.
+/// Longest retry delay of a transient error (before jitter).
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
 
-/// Retry delay after `failures` consecutive transient failures (1-based).
-pub fn backoff_delay(failures: u32) -> Duration {
-    let factor = 2u32.saturating_pow(failures.saturating_sub(1));
-    BACKOFF_START.saturating_mul(factor).min(BACKOFF_MAX)
+/// The backoff a Stream's retries follow: exponential from [`BACKOFF_START`] to [`BACKOFF_MAX`],
+/// with jitter of up to the delay again (the worker's retry loops use the same crate and shape),
+/// so Streams that failed together (an API server restart) are not retried in lockstep.
+fn backoff() -> backon::ExponentialBackoff {
+    use backon::BackoffBuilder;
+    backon::ExponentialBuilder::new()
+        .with_min_delay(BACKOFF_START)
+        .with_max_delay(BACKOFF_MAX)
+        .with_jitter()
+        .without_max_times()
+        .build()
 }
 
 /// Consecutive transient failures per Stream, reset by a successful reconcile.
 #[derive(Default)]
 pub struct Backoff {
-    failures: Mutex<HashMap<String, u32>>,
+    delays: Mutex<HashMap<String, backon::ExponentialBackoff>>,
 }
 
 impl Backoff {
     /// Records one more failure of `id` and returns the delay before the next try.
     pub fn next_delay(&self, id: &str) -> Duration {
-        let mut failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
-        let count = failures.entry(id.to_owned()).or_default();
-        *count = count.saturating_add(1);
-        backoff_delay(*count)
+        let mut delays = self.delays.lock().unwrap_or_else(PoisonError::into_inner);
+        delays
+            .entry(id.to_owned())
+            .or_insert_with(backoff)
+            .next()
+            .unwrap_or(BACKOFF_MAX)
     }
 
     /// Forgets the failures of `id`.
     pub fn reset(&self, id: &str) {
-        self.failures
+        self.delays
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(id);

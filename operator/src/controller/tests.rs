@@ -608,14 +608,27 @@ async fn conflict_on_apply_is_transient_and_backs_off() {
     let error = result.unwrap_err();
     assert_eq!(error.class(), ErrorClass::Transient);
     let s = guarded(s);
-    assert_eq!(
-        error_policy(s.clone(), &error, ctx.clone()),
-        Action::requeue(Duration::from_secs(2))
-    );
-    assert_eq!(
-        error_policy(s, &error, ctx),
-        Action::requeue(Duration::from_secs(4))
-    );
+    let first = requeue_seconds(&error_policy(s.clone(), &error, ctx.clone()));
+    let second = requeue_seconds(&error_policy(s, &error, ctx));
+    assert!((2.0..=4.0).contains(&first), "{first}");
+    assert!((4.0..=8.0).contains(&second), "{second}");
+}
+
+/// The delay of a requeue (`Action` has no getter; its `Debug` shows the `Duration`).
+fn requeue_seconds(action: &Action) -> f64 {
+    let text = format!("{action:?}");
+    let inner = text
+        .split("Some(")
+        .nth(1)
+        .and_then(|t| t.split(')').next())
+        .unwrap_or_else(|| panic!("not a requeue: {text}"));
+    let (number, unit) = inner.split_at(inner.find(|c: char| c.is_alphabetic()).unwrap());
+    let n: f64 = number.parse().unwrap();
+    match unit {
+        "s" => n,
+        "ms" => n / 1e3,
+        other => panic!("unit {other} in {text}"),
+    }
 }
 
 #[tokio::test]
@@ -707,19 +720,30 @@ async fn a_malformed_object_gets_a_warning_and_waits_for_a_change() {
 }
 
 #[test]
-fn backoff_doubles_up_to_five_minutes() {
-    assert_eq!(backoff_delay(1), Duration::from_secs(2));
-    assert_eq!(backoff_delay(2), Duration::from_secs(4));
-    assert_eq!(backoff_delay(8), Duration::from_secs(256));
-    assert_eq!(backoff_delay(9), Duration::from_secs(300));
-    assert_eq!(backoff_delay(u32::MAX), Duration::from_secs(300));
-
+fn backoff_doubles_with_jitter_up_to_five_minutes() {
+    let secs = |d: Duration| d.as_secs_f64();
     let backoff = Backoff::default();
-    assert_eq!(backoff.next_delay("radio/a"), Duration::from_secs(2));
-    assert_eq!(backoff.next_delay("radio/a"), Duration::from_secs(4));
-    assert_eq!(backoff.next_delay("radio/b"), Duration::from_secs(2));
+    let a: Vec<f64> = (0..12)
+        .map(|_| secs(backoff.next_delay("radio/a")))
+        .collect();
+    for (i, d) in a.iter().enumerate() {
+        let base = (2.0 * 2f64.powi(i as i32)).min(300.0);
+        assert!(
+            *d >= base && *d <= 2.0 * base,
+            "failure {i}: {d} s for base {base} s"
+        );
+    }
+    let b = secs(backoff.next_delay("radio/b"));
+    assert!((2.0..=4.0).contains(&b), "per Stream: {b}");
     backoff.reset("radio/a");
-    assert_eq!(backoff.next_delay("radio/a"), Duration::from_secs(2));
+    assert!(secs(backoff.next_delay("radio/a")) <= 4.0);
+    // Streams that fail together spread out.
+    let firsts: Vec<f64> = (0..20)
+        .map(|i| secs(backoff.next_delay(&format!("radio/s{i}"))))
+        .collect();
+    let spread = firsts.iter().cloned().fold(f64::MIN, f64::max)
+        - firsts.iter().cloned().fold(f64::MAX, f64::min);
+    assert!(spread > 0.2, "no jitter: {firsts:?}");
 }
 
 #[test]

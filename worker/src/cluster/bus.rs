@@ -22,6 +22,7 @@ use tracing::{debug, info, warn};
 
 use crate::core::chunk::Chunk;
 use crate::metrics::Metrics;
+use crate::retry::Backoff;
 use crate::stream::ChunkSink;
 
 #[derive(Debug, thiserror::Error)]
@@ -78,14 +79,17 @@ pub struct Bus {
     connected: watch::Receiver<bool>,
 }
 
-/// Reconnect delay: the first attempt at once, then doubling from 125 ms to at most 2 s (a NATS
-/// pod restart takes seconds; a slave that reconnects late has a longer gap to repair).
+/// Reconnect delay: the first attempt at once, then doubling from 125 ms to 2 s, with jitter (a
+/// NATS pod restart takes seconds; a slave that reconnects late has a longer gap to repair).
 fn reconnect_delay(attempts: usize) -> Duration {
     if attempts <= 1 {
         return Duration::ZERO;
     }
-    let exp = (attempts - 2).min(4) as u32;
-    Duration::from_millis(125 * 2u64.pow(exp)).min(Duration::from_secs(2))
+    Backoff::nth_delay(
+        Duration::from_millis(125),
+        Duration::from_secs(2),
+        attempts - 1,
+    )
 }
 
 impl Bus {
@@ -323,9 +327,10 @@ mod tests {
     #[test]
     fn reconnect_backoff_is_capped() {
         assert_eq!(reconnect_delay(1), Duration::ZERO);
-        assert_eq!(reconnect_delay(2), Duration::from_millis(125));
-        assert_eq!(reconnect_delay(3), Duration::from_millis(250));
-        assert_eq!(reconnect_delay(100), Duration::from_secs(2));
+        let second = reconnect_delay(2);
+        assert!((Duration::from_millis(125)..=Duration::from_millis(250)).contains(&second));
+        let late = reconnect_delay(100);
+        assert!((Duration::from_secs(2)..=Duration::from_secs(4)).contains(&late));
     }
 
     #[test]

@@ -27,7 +27,7 @@ use crate::cluster::transport::{TransportClient, TransportError};
 use crate::cluster::{STATS_INTERVAL, select};
 use crate::core::chunk::Chunk;
 use crate::metrics::StreamLabel;
-use crate::retry::Repeated;
+use crate::retry::{Backoff, Repeated};
 use crate::stream::Stream;
 
 /// How often the repair loop looks for gaps (also woken at once by a jump in `seq`).
@@ -369,7 +369,7 @@ async fn follow(slave: Arc<Slave>, stream: Arc<Stream>, loaded: Arc<AtomicBool>)
     }
 
     // 2. The snapshot, retried until it loads: the slave is not ready without it.
-    let mut backoff = Duration::from_millis(250);
+    let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(10));
     let mut errors = Repeated::default();
     loop {
         match slave.transport.snapshot(&key, format).await {
@@ -395,14 +395,13 @@ async fn follow(slave: Arc<Slave>, stream: Arc<Stream>, loaded: Arc<AtomicBool>)
             Err(e) => {
                 log_transport_error(&mut errors, &key, "loading the snapshot", &e);
                 let stop = tokio::select! {
-                    _ = tokio::time::sleep(backoff) => false,
+                    _ = tokio::time::sleep(backoff.next_delay()) => false,
                     _ = stream.removed.cancelled() => true,
                     _ = super::stopped(&slave.app) => true,
                 };
                 if stop {
                     return;
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(10));
             }
         }
     }

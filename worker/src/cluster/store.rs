@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::config::{ConfigError, StreamConfig, validate_key};
+use crate::retry::Backoff;
 
 /// Stream configs by key.
 pub type Configs = BTreeMap<String, StreamConfig>;
@@ -261,7 +262,7 @@ impl RedisStore {
     }
 
     async fn run(self: Arc<Self>, mut seed: Configs, shutdown: CancellationToken) {
-        let mut backoff = Duration::from_millis(250);
+        let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(10));
         let mut ever_connected = false;
         let mut errors = crate::retry::Repeated::default();
         loop {
@@ -270,35 +271,35 @@ impl RedisStore {
                 r = self.session(&mut seed, &mut ever_connected, &mut errors) => r,
                 _ = shutdown.cancelled() => return,
             };
+            // A session that lasted a while was healthy: start the backoff over.
+            if started.elapsed() > Duration::from_secs(30) {
+                backoff.reset();
+            }
+            let delay = backoff.next_delay();
             if let Err(e) = result {
                 let kept = self.tx.borrow().as_ref().map(|c| c.len());
                 if !errors.should_log("down") {
-                    debug!(error = %e, retry_in = ?backoff, "Config store (Redis) still unavailable.");
+                    debug!(error = %e, retry_in = ?delay, "Config store (Redis) still unavailable.");
                 } else {
                     match kept {
                         Some(n) => warn!(
                             error = %e,
                             streams = n,
-                            retry_in = ?backoff,
+                            retry_in = ?delay,
                             "Config store (Redis) unavailable; keeping the last config and retrying."
                         ),
                         None => warn!(
                             error = %e,
-                            retry_in = ?backoff,
+                            retry_in = ?delay,
                             "Config store (Redis) unavailable; no config yet, retrying."
                         ),
                     }
                 }
             }
-            // A session that lasted a while was healthy: start the backoff over.
-            if started.elapsed() > Duration::from_secs(30) {
-                backoff = Duration::from_millis(250);
-            }
             tokio::select! {
-                _ = tokio::time::sleep(backoff) => {}
+                _ = tokio::time::sleep(delay) => {}
                 _ = shutdown.cancelled() => return,
             }
-            backoff = (backoff * 2).min(Duration::from_secs(10));
         }
     }
 

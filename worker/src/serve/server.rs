@@ -25,6 +25,7 @@ use tracing::{debug, info, warn};
 use crate::app::App;
 use crate::core::http_head::{self, HeadError};
 use crate::core::http_reply::Reply;
+use crate::retry::Backoff;
 use crate::serve::connection::{ConnectionGuard, send};
 use crate::serve::direct;
 use crate::serve::listen::LISTENER_SEND_BUFFER;
@@ -34,7 +35,7 @@ use crate::source::ingest;
 /// `max_connections` are open; beyond that new connections wait in the kernel's backlog.
 pub async fn serve(app: Arc<App>, listener: TcpListener, router: Router) {
     let limit = Arc::new(Semaphore::new(app.settings.max_connections as usize));
-    let mut backoff = Duration::from_millis(5);
+    let mut backoff = Backoff::new(Duration::from_millis(5), Duration::from_secs(1));
     loop {
         let permit = tokio::select! {
             p = limit.clone().acquire_owned() => match p {
@@ -49,14 +50,13 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, router: Router) {
         };
         let (sock, peer) = match accepted {
             Ok(a) => {
-                backoff = Duration::from_millis(5);
+                backoff.reset();
                 a
             }
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
                 warn!(error = %e, "Accept failed.");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
+                tokio::time::sleep(backoff.next_delay()).await;
                 continue;
             }
         };

@@ -12,6 +12,7 @@ use tracing::{Instrument, info, warn};
 use crate::core::chunk::Meta;
 use crate::core::codec::{Frame, Parser, frames_of};
 use crate::core::icy::IcyReader;
+use crate::retry::Backoff;
 use crate::stream::{SourceInfo, SourceKind, StationInfo, Stream};
 use crate::time::now_micros;
 use crate::time::rfc3339;
@@ -74,7 +75,7 @@ pub async fn run(
         let Some(mut encoders) = stream.encoders() else {
             return;
         };
-        let mut backoff = Duration::from_secs(1);
+        let mut backoff = Backoff::new(Duration::from_secs(1), MAX_BACKOFF);
         loop {
             // Wait until no encoder feeds the stream.
             while *encoders.borrow_and_update() > 0 {
@@ -92,15 +93,15 @@ pub async fn run(
                 Ok(Stop::Cancelled) => return,
                 Ok(Stop::EncoderConnected) => {
                     info!("Fallback yields to a connected encoder.");
-                    backoff = Duration::from_secs(1);
+                    backoff.reset();
                 }
                 Err(e) => {
-                    warn!(error = %e, retry_in = ?backoff, "Fallback source failed.");
+                    let delay = backoff.next_delay();
+                    warn!(error = %e, retry_in = ?delay, "Fallback source failed.");
                     tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
+                        _ = tokio::time::sleep(delay) => {}
                         _ = cancel.cancelled() => return,
                     }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
             }
         }
