@@ -98,6 +98,69 @@ async fn playlists_head_cors_and_probes() {
     ] {
         assert!(metrics.contains(name), "missing `{name}` in\n{metrics}");
     }
+    metrics_formats(&server, &server.url("/metrics")).await;
+    metrics_formats(&server, &server.admin_url("/metrics")).await;
+}
+
+/// `/metrics` answers in the format asked for: the classic text format passes `promtool check
+/// metrics` without a warning, and Prometheus' own `Accept` gets OpenMetrics.
+async fn metrics_formats(server: &Server, url: &str) {
+    let r = server
+        .http
+        .get(url)
+        .header("Accept", "text/plain;version=0.0.4")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers()["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    let text = r.text().await.unwrap();
+    assert!(
+        text.contains("# TYPE streammachine_sent_bytes_total counter"),
+        "{text}"
+    );
+    streammachine_e2e::require("promtool");
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool on {url}:\n{said}"
+    );
+
+    let prometheus = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;\
+                      version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+    let r = server
+        .http
+        .get(url)
+        .header("Accept", prometheus)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers()["content-type"],
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    assert!(r.text().await.unwrap().ends_with("# EOF\n"));
 }
 
 #[tokio::test]

@@ -1,8 +1,8 @@
 //! Prometheus metrics. Each stream holds clones of its own series (they are atomics), so hot paths
 //! never look anything up.
 
-use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Mutex, PoisonError};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -181,11 +181,174 @@ impl Metrics {
         f(&mut self.registry.lock().expect("metrics registry lock"))
     }
 
+    /// The metrics in OpenMetrics text.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let registry = self.registry.lock().expect("metrics registry lock");
+        let registry = self.registry.lock().unwrap_or_else(PoisonError::into_inner);
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
         out
+    }
+
+    /// The metrics in the format a scraper asked for.
+    pub fn render_as(&self, format: Exposition) -> String {
+        match format {
+            Exposition::OpenMetrics => self.render(),
+            Exposition::Text => prometheus_text(&self.render()),
+        }
+    }
+}
+
+/// The two exposition formats scrapers ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exposition {
+    /// `application/openmetrics-text; version=1.0.0` (what Prometheus asks for first).
+    OpenMetrics,
+    /// The classic `text/plain; version=0.0.4` (promtool, older scrapers, curl).
+    Text,
+}
+
+impl Exposition {
+    /// The format an `Accept` header prefers: OpenMetrics only when asked for at least as
+    /// strongly as plain text; no header or `*/*` gets plain text, like other Prometheus clients.
+    pub fn negotiate(accept: Option<&str>) -> Exposition {
+        let (mut om, mut text) = (-1.0f32, -1.0f32);
+        for range in accept.unwrap_or("").split(',') {
+            let mut parts = range.split(';').map(str::trim);
+            let mime = parts.next().unwrap_or("").to_ascii_lowercase();
+            let q = parts
+                .filter_map(|p| p.strip_prefix("q="))
+                .find_map(|q| q.parse::<f32>().ok())
+                .unwrap_or(1.0);
+            match mime.as_str() {
+                "application/openmetrics-text" => om = om.max(q),
+                "text/plain" | "text/*" | "*/*" => text = text.max(q),
+                _ => {}
+            }
+        }
+        if om > 0.0 && om >= text {
+            Exposition::OpenMetrics
+        } else {
+            Exposition::Text
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Exposition::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            Exposition::Text => "text/plain; version=0.0.4; charset=utf-8",
+        }
+    }
+}
+
+/// OpenMetrics text as the Prometheus 0.0.4 text format: counter families are named with their
+/// `_total` suffix, `_created` samples, `# UNIT` lines and the `# EOF` trailer go, and the types
+/// 0.0.4 lacks are mapped to the nearest it has.
+fn prometheus_text(openmetrics: &str) -> String {
+    let counters: Vec<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        if let Some(rest) = line
+            .strip_prefix("# HELP ")
+            .or_else(|| line.strip_prefix("# TYPE "))
+        {
+            let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+            let kind = &line[..7];
+            let name = if counters.contains(&name) {
+                format!("{name}_total")
+            } else {
+                name.to_string()
+            };
+            let tail = match (kind, tail) {
+                ("# TYPE ", "unknown") => "untyped",
+                ("# TYPE ", "info" | "stateset") => "gauge",
+                ("# TYPE ", "gaugehistogram") => "histogram",
+                _ => tail,
+            };
+            out.push_str(&format!("{kind}{name} {tail}\n"));
+            continue;
+        }
+        let sample = line.split(['{', ' ']).next().unwrap_or("");
+        if sample
+            .strip_suffix("_created")
+            .is_some_and(|family| counters.contains(&family))
+        {
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod exposition_tests {
+    use super::*;
+
+    #[test]
+    fn accept_headers() {
+        use Exposition::*;
+        // Prometheus 2.x and 3.x scrapes.
+        let prometheus = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;\
+                          version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+        assert_eq!(Exposition::negotiate(Some(prometheus)), OpenMetrics);
+        assert_eq!(
+            Exposition::negotiate(Some("text/plain;version=0.0.4")),
+            Text
+        );
+        assert_eq!(
+            Exposition::negotiate(Some(
+                "text/plain;version=0.0.4;q=0.9, application/openmetrics-text;q=0.5"
+            )),
+            Text
+        );
+        assert_eq!(Exposition::negotiate(None), Text);
+        assert_eq!(Exposition::negotiate(Some("*/*")), Text);
+        assert_eq!(
+            Exposition::negotiate(Some("application/openmetrics-text")),
+            OpenMetrics
+        );
+        assert_eq!(Exposition::negotiate(Some("garbage;;;q=x,")), Text);
+    }
+
+    #[test]
+    fn text_format_names_counters_with_total() {
+        let m = Metrics::new();
+        let s = m.stream("live");
+        s.sent_bytes.inc_by(5);
+        let om = m.render_as(Exposition::OpenMetrics);
+        assert!(
+            om.contains("# TYPE streammachine_sent_bytes counter\n"),
+            "{om}"
+        );
+        assert!(om.ends_with("# EOF\n"));
+        let text = m.render_as(Exposition::Text);
+        assert!(
+            text.contains("# TYPE streammachine_sent_bytes_total counter\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# HELP streammachine_sent_bytes_total "),
+            "{text}"
+        );
+        assert!(text.contains("streammachine_sent_bytes_total{stream=\"live\"} 5\n"));
+        assert!(!text.contains("# EOF"));
+        assert!(text.contains("# TYPE streammachine_open_connections gauge\n"));
+        let converted = prometheus_text(
+            "# HELP x_seconds X.\n# TYPE x_seconds counter\n# UNIT x_seconds seconds\n\
+             x_seconds_total 1\nx_seconds_created 1.7e9\n# TYPE y unknown\ny 2\n# EOF\n",
+        );
+        assert_eq!(
+            converted,
+            "# HELP x_seconds_total X.\n# TYPE x_seconds_total counter\nx_seconds_total 1\n\
+             # TYPE y untyped\ny 2\n"
+        );
     }
 }

@@ -3,10 +3,11 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::app::App;
+use crate::metrics::Exposition;
 
 pub async fn healthz() -> &'static str {
     "ok\n"
@@ -20,13 +21,16 @@ pub async fn readyz(State(app): State<Arc<App>>) -> Response {
     }
 }
 
-pub async fn metrics(State(app): State<Arc<App>>) -> Response {
+/// `/metrics`, in the exposition format the scraper's `Accept` header asks for.
+pub async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let format = Exposition::negotiate(accept);
     (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        app.metrics.render(),
+        [
+            (header::CONTENT_TYPE, format.content_type()),
+            (header::VARY, "Accept"),
+        ],
+        app.metrics.render_as(format),
     )
         .into_response()
 }
