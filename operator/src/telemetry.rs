@@ -1,5 +1,7 @@
 //! Logging setup: JSON lines by default (what log collectors in clusters expect).
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -21,6 +23,11 @@ pub fn init(format: LogFormat, filter: &str) -> Result<(), TryInitError> {
                     .with_span_list(false),
             )
             .try_init(),
-        LogFormat::Text => registry.with(tracing_subscriber::fmt::layer()).try_init(),
+        // Colours only on a terminal: pipes, files and `kubectl logs` get plain text.
+        LogFormat::Text => registry
+            .with(tracing_subscriber::fmt::layer().with_ansi(
+                std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+            ))
+            .try_init(),
     }
 }

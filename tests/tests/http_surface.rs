@@ -325,3 +325,49 @@ async fn ice_protocol_source_and_station_headers_reach_listeners() {
     let v: serde_json::Value = sources.json().await.unwrap();
     assert_eq!(v[0]["station"]["name"], "Test FM");
 }
+
+/// Text logs written to a pipe (a file, `kubectl logs`) carry no ANSI colour codes.
+#[tokio::test]
+async fn text_logs_to_a_pipe_have_no_colour_codes() {
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new(streammachine_e2e::binary())
+        .args([
+            "standalone",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--log-format", "text", "--stream", "live"])
+        .env("STREAMMACHINE_SOURCE_PASSWORD", "pw")
+        .env("RUST_LOG", "info")
+        .env_remove("NO_COLOR")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let lines = tokio::task::spawn_blocking(move || {
+        let mut seen = vec![];
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let done = line.contains("Listening");
+            seen.push(line);
+            if done {
+                break;
+            }
+        }
+        seen
+    });
+    let lines = tokio::time::timeout(T, lines).await.unwrap().unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        lines.iter().any(|l| l.contains("Listening")),
+        "no start-up line on stderr: {lines:?}"
+    );
+    assert!(
+        lines.iter().all(|l| !l.contains('\u{1b}')),
+        "colour codes in piped logs: {lines:?}"
+    );
+}

@@ -1,3 +1,5 @@
+use std::io::IsTerminal;
+
 use anyhow::Context;
 use clap::Parser;
 use streammachine::cli::{Cli, Command, Password};
@@ -5,9 +7,15 @@ use streammachine::config::{LogFormat, Settings};
 use streammachine::run::{self, Running};
 use tracing_subscriber::EnvFilter;
 
+/// Logs go to stderr (stdout carries only the generated password); colours only on a terminal,
+/// so pipes, files and `kubectl logs` get plain text.
 fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(colour);
     match format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Text => builder.init(),
