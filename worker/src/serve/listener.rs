@@ -173,3 +173,6 @@ pub fn landing_headers(landing: &Landing) -> Vec<(&'static str, String)> {
     }
     h
 }
+
+#[cfg(test)]
+mod tests;
