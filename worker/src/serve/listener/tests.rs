@@ -148,7 +148,7 @@ async fn a_listener_that_stops_reading_is_cut_at_the_lag_bound() {
     assert_eq!(ready(&mut reader).unwrap(), (100..120).collect::<Vec<_>>());
     // The source goes on in real time; `slow` reads nothing for 39.5 s (burst + 29.5 s).
     let mut next = 120;
-    let mut tick = |n: u64, next: &mut u64| {
+    let tick = |n: u64, next: &mut u64| {
         for _ in 0..n {
             feed(&s, *next, *next + 1);
             *next += 1;
