@@ -92,6 +92,7 @@ pub fn status(app: &App, stream: &Stream) -> StreamStatus {
 
 pub fn router(app: Arc<App>) -> Router {
     let api = Router::new()
+        .route("/api/events", get(crate::events::sse::events))
         .route("/api/streams", get(list_streams))
         .route(
             "/api/streams/{key}",

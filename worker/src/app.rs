@@ -14,6 +14,7 @@ use crate::cluster::store::ConfigStore;
 use crate::config::{Settings, StreamConfig};
 use crate::core::dump;
 use crate::core::rewind::RewindBuffer;
+use crate::events::Events;
 use crate::metrics::Metrics;
 use crate::stream::{ChunkSink, Stream};
 
@@ -35,6 +36,8 @@ pub struct App {
     pub role: Role,
     streams: RwLock<BTreeMap<String, Arc<Stream>>>,
     pub metrics: Metrics,
+    /// Everything worth telling an operator about (log, `/api/events`, webhooks).
+    pub events: Events,
     listeners: AtomicU64,
     pub shutdown: CancellationToken,
     ready: tokio::sync::watch::Sender<bool>,
@@ -152,11 +155,14 @@ impl App {
         sink: Option<Arc<dyn ChunkSink>>,
         cluster: Option<Cluster>,
     ) -> Arc<App> {
+        let metrics = Metrics::new();
+        let events = Events::new(&crate::events::this_host(), metrics.events.clone());
         Arc::new(App {
             settings,
             role,
             streams: RwLock::new(BTreeMap::new()),
-            metrics: Metrics::new(),
+            metrics,
+            events,
             listeners: AtomicU64::new(0),
             shutdown: CancellationToken::new(),
             ready: tokio::sync::watch::Sender::new(false),

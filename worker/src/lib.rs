@@ -21,6 +21,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod core;
+pub mod events;
 pub mod metrics;
 pub mod probes;
 pub mod retry;

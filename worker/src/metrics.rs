@@ -5,6 +5,8 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Mutex, PoisonError};
 
 use prometheus_client::encoding::EncodeLabelSet;
+
+use crate::events::EventMetrics;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -34,6 +36,7 @@ pub struct Metrics {
     buffer_seconds: Family<StreamLabel, Gauge<f64, AtomicU64>>,
     chunks: Family<StreamLabel, Counter>,
     pub open_connections: Gauge,
+    pub events: EventMetrics,
 }
 
 /// One stream's series.
@@ -74,7 +77,9 @@ impl Metrics {
             buffer_seconds: Family::default(),
             chunks: Family::default(),
             open_connections: Gauge::default(),
+            events: EventMetrics::default(),
         };
+        m.events.register(&mut registry);
         registry.register("listeners", "Connected listeners", m.listeners.clone());
         registry.register(
             "listener_connections",

@@ -54,12 +54,7 @@ pub fn select(configs: &Configs, only: &BTreeSet<String>) -> Configs {
 /// A name for this process in the cluster: the host (the pod name on Kubernetes) plus a random
 /// suffix, so two processes on one host differ.
 pub fn node_id() -> String {
-    let host = std::env::var("HOSTNAME")
-        .ok()
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "streammachine".into());
+    let host = crate::events::this_host();
     let suffix: String = crate::auth::random_password().chars().take(6).collect();
     format!("{host}-{suffix}")
 }
