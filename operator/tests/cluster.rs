@@ -24,7 +24,7 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{ChildGuard, free_port, helm, repo_root, run};
+use support::{ChildGuard, free_port, helm, repo_root, run, wait_until};
 
 const NAMESPACE: &str = "streammachine-e2e";
 const RELEASE: &str = "sm";
@@ -132,14 +132,11 @@ fn start_encoder() -> (ChildGuard, ChildGuard) {
             .spawn()
             .unwrap(),
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "port-forward to the master failed"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_until(
+        "the port-forward to the master",
+        Duration::from_secs(30),
+        || TcpStream::connect(("127.0.0.1", port)).ok(),
+    );
     let encoder = ChildGuard::new(
         Command::new("ffmpeg")
             .args(["-hide_banner", "-loglevel", "error", "-re"])
@@ -252,19 +249,36 @@ fn a_rolling_update_drains_listeners_instead_of_cutting_them() {
 
     // A pod template change rolls the Deployment: one new pod at a time, old ones drain.
     kubectl(&["rollout", "restart", "deployment/e2e-slave"]);
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(15) {
+    // Throughout the rollout (until every replica is updated and the old pods are gone), not
+    // for a fixed window.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
         // The listener's pod is terminating but drains: audio keeps coming.
         read_audio(&mut listener, 4096);
-        let ready = kubectl(&[
+        let status = kubectl(&[
             "get",
             "deployment/e2e-slave",
             "-o",
-            "jsonpath={.status.readyReplicas}",
+            "jsonpath={.status.readyReplicas} {.status.updatedReplicas} {.status.replicas} \
+             {.metadata.generation} {.status.observedGeneration}",
         ]);
+        let counts: Vec<u32> = status
+            .split_whitespace()
+            .map(|n| n.parse().unwrap_or(0))
+            .collect();
+        let ready = counts.first().copied().unwrap_or(0);
         assert!(
-            ready.trim().parse::<u32>().unwrap_or(0) >= 2,
-            "maxUnavailable 0: capacity never drops (ready: {ready})"
+            ready >= 2,
+            "maxUnavailable 0: capacity never drops (ready, updated, total, generation, \
+             observed: {status})"
+        );
+        // The controller has seen the restart (observed == generation) and finished it.
+        if counts.len() == 5 && counts[..3] == [2, 2, 2] && counts[3] == counts[4] {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the rollout did not finish: {status}"
         );
     }
     kubectl(&["rollout", "status", "deployment/e2e-slave", "--timeout=5m"]);

@@ -33,7 +33,7 @@ use kube::{Api, Client, Config, ResourceExt};
 use redis::AsyncCommands;
 use serde_json::json;
 use streammachine_operator::crd::Stream;
-use support::{ChildGuard, RedisServer, free_port, venv_python, wait_for};
+use support::{ChildGuard, Service, free_port, venv_python, wait_for};
 
 const WAIT: Duration = Duration::from_secs(30);
 const TOKEN: &str = "cluster-token-for-tests";
@@ -273,13 +273,13 @@ async fn create_encoder_secret(client: &Client, namespace: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_binary_reconciles_streams_against_a_fake_api_server() {
     let dir = tempfile::tempdir().unwrap();
-    let redis = RedisServer::start();
+    let redis = Service::redis().await;
     let api = FakeApiServer::start(dir.path());
     let (master_url, master_hits) = fake_master().await;
     let client = api.client().await;
     create_encoder_secret(&client, "radio").await;
 
-    let redis_client = redis::Client::open(redis.url.as_str()).unwrap();
+    let redis_client = redis::Client::open(redis.url().as_str()).unwrap();
     let mut redis_conn = redis_client
         .get_multiplexed_async_connection()
         .await
@@ -301,7 +301,7 @@ async fn operator_binary_reconciles_streams_against_a_fake_api_server() {
         .await
         .unwrap();
 
-    let mut operator = Operator::start(dir.path(), &api, &redis.url, &master_url);
+    let mut operator = Operator::start(dir.path(), &api, &redis.url(), &master_url);
     wait_for("the operator to be ready", WAIT, || async {
         (operator.get("/readyz").await?.0 == 200).then_some(())
     })
@@ -413,6 +413,8 @@ async fn operator_binary_reconciles_streams_against_a_fake_api_server() {
     // --- no hot loop: once settled, nothing reconciles until the 60 s status refresh ----------
     let runs = "streammachine_operator_reconcile_runs_total";
     let settled = operator.metric(runs).await;
+    // About time passing: nothing must happen while time goes by, so there is no condition to
+    // wait for; 3 s is many reconcile periods of a hot loop.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let later = operator.metric(runs).await;
     assert!(
@@ -529,12 +531,12 @@ async fn operator_binary_reconciles_streams_against_a_fake_api_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_master_and_missing_secret_become_conditions() {
     let dir = tempfile::tempdir().unwrap();
-    let redis = RedisServer::start();
+    let redis = Service::redis().await;
     let api = FakeApiServer::start(dir.path());
     let client = api.client().await;
     // Nobody listens on this port: the master is down.
     let master_url = format!("http://127.0.0.1:{}", free_port());
-    let operator = Operator::start(dir.path(), &api, &redis.url, &master_url);
+    let operator = Operator::start(dir.path(), &api, &redis.url(), &master_url);
     wait_for("the operator to lead", WAIT, || async {
         (operator.metric("streammachine_operator_leader").await == 1.0).then_some(())
     })

@@ -12,13 +12,14 @@ use std::time::Duration;
 use futures::StreamExt;
 use redis::AsyncCommands;
 use streammachine_operator::store::{ConfigStore, PutOutcome, RedisStore, StoreError};
-use support::RedisServer;
+use support::Service;
 
 #[tokio::test]
 async fn put_and_delete_follow_the_worker_contract() {
-    let server = RedisServer::start();
-    let store = RedisStore::new(&server.url, "station").unwrap();
-    let client = redis::Client::open(server.url.as_str()).unwrap();
+    let server = Service::redis().await;
+    let url = server.url();
+    let store = RedisStore::new(&url, "station").unwrap();
+    let client = redis::Client::open(url.as_str()).unwrap();
     let mut redis = client.get_multiplexed_async_connection().await.unwrap();
     let mut pubsub = client.get_async_pubsub().await.unwrap();
     pubsub.subscribe("station:config").await.unwrap();

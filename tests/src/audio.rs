@@ -99,6 +99,9 @@ pub struct Encoder {
 pub enum Pace {
     /// As fast as the server takes it (content timestamps keep this honest).
     Fast,
+    /// `n` times real time (ffmpeg's `-readrate`): a live source that keeps sending for a while,
+    /// in less wall time. The server paces by content timestamps, not by arrival.
+    Rate(u32),
     RealTime,
 }
 
@@ -108,8 +111,14 @@ impl Encoder {
         require("ffmpeg");
         let mut cmd = Command::new("ffmpeg");
         cmd.args(["-hide_banner", "-loglevel", "error", "-nostdin"]);
-        if pace == Pace::RealTime {
-            cmd.arg("-re");
+        match pace {
+            Pace::Fast => {}
+            Pace::Rate(n) => {
+                cmd.args(["-readrate", &n.to_string()]);
+            }
+            Pace::RealTime => {
+                cmd.arg("-re");
+            }
         }
         cmd.arg("-i").arg(file).args(["-c", "copy"]);
         let (content_type, muxer) = match format {

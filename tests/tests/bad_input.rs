@@ -37,8 +37,10 @@ async fn on_air(args: &[&str]) -> (Server, Encoder, Listener) {
     (server, enc, l)
 }
 
+/// More than 10 kB within 1.5 s (the source sends 16 kB/s): the bound is the assertion, and the
+/// read returns as soon as the bytes are there.
 async fn still_streaming(l: &mut Listener) {
-    let got = l.read_for(Duration::from_millis(1500)).await;
+    let got = l.read_bytes(10_001, Duration::from_millis(1500)).await;
     assert!(
         got.len() > 10_000,
         "the good listener stalled ({} bytes)",
@@ -253,8 +255,9 @@ async fn a_listener_that_stops_reading_is_cut_and_counted() {
         .write_all(b"GET /live HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
         .unwrap();
-    // Never read from `stuck`.
-    let _ = good.read_for(Duration::from_secs(1)).await;
+    // Never read from `stuck`; `good` takes its burst (30 s at 16 kB/s, whole chunks).
+    good.read_until("the good listener's burst", T, |got| got.len() >= 450_000)
+        .await;
     eventually("the stuck listener to be cut", T, || async {
         (server
             .metric("streammachine_slow_listener_disconnects_total{stream=\"live\"}")

@@ -122,14 +122,14 @@ async fn a_late_slave_loads_the_history_and_follows_live_without_gaps() {
         "the snapshot is the whole history"
     );
 
-    // Live audio after the load arrives over NATS.
+    // Live audio after the load arrives over NATS (four times real time: still chunk by chunk).
     let live = fixture(Format::Mp3, 10, 43);
     assert!(
         Encoder::push(
             &live,
             Format::Mp3,
             &master.source_url("live"),
-            Pace::RealTime,
+            Pace::Rate(4),
             false
         )
         .wait(T)
@@ -169,11 +169,12 @@ async fn config_changes_in_redis_apply_live_on_every_role() {
     assert_eq!(stored["stream"]["rewind"], "4h");
 
     let file = fixture(Format::Mp3, 60, 44);
+    // Twice real time: 8 s of buffer in 4 s, and still on air for the whole test.
     let _encoder = Encoder::push(
         &file,
         Format::Mp3,
         &master.source_url("live"),
-        Pace::RealTime,
+        Pace::Rate(2),
         false,
     );
     let mut listeners = vec![];
@@ -181,7 +182,9 @@ async fn config_changes_in_redis_apply_live_on_every_role() {
         node.wait_buffer("live", 8.0, T).await;
         let mut l = Listener::connect(node.listen, "/live", &[]).await;
         assert_eq!(l.status, 200);
-        l.read_for(Duration::from_millis(200)).await;
+        // The burst (8 s and more) comes at once.
+        let burst = l.read_bytes(16_000, T).await;
+        assert_eq!(burst.len(), 16_000);
         listeners.push(l);
     }
     let nodes = [&master, &a, &b];
@@ -277,16 +280,18 @@ async fn a_slave_drains_on_sigterm() {
         .await;
     wait_ready(&slave, T).await;
     let file = fixture(Format::Mp3, 30, 45);
+    // Twice real time: on air for 15 s, longer than the test needs.
     let _encoder = Encoder::push(
         &file,
         Format::Mp3,
         &master.source_url("live"),
-        Pace::RealTime,
+        Pace::Rate(2),
         false,
     );
     slave.wait_buffer("live", 2.0, T).await;
     let mut l = Listener::connect(slave.listen, "/live", &[]).await;
-    l.read_for(Duration::from_millis(300)).await;
+    // The burst (2 s and more) comes at once.
+    assert_eq!(l.read_bytes(16_000, T).await.len(), 16_000);
 
     let pid = slave.pid().unwrap();
     nix::sys::signal::kill(

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use streammachine::core::codec::Format;
 use streammachine_e2e::audio::{Encoder, Pace, fixture};
 use streammachine_e2e::server::Server;
-use streammachine_e2e::{repo_root, require, temp_dir};
+use streammachine_e2e::{eventually, repo_root, require, temp_dir};
 
 const T: Duration = Duration::from_secs(90);
 
@@ -61,8 +61,15 @@ async fn chromium_with_hls_js_plays_a_stream_and_a_group() {
     let title = {
         let server_admin = server.admin_url("/api/streams/hi/metadata");
         let http = server.http.clone();
+        let metrics = server.url("/metrics");
         tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_secs(2)).await;
+            // While the browser plays: once its first page fetches `hi` over HLS.
+            let playing = "streammachine_listeners{stream=\"hi\",protocol=\"hls\"} 1";
+            eventually("the browser to play `hi`", T, || async {
+                let text = http.get(&metrics).send().await.ok()?.text().await.ok()?;
+                text.contains(playing).then_some(())
+            })
+            .await;
             http.post(server_admin)
                 .json(&json!({"title": "Browser Artist - Browser Song"}))
                 .send()

@@ -129,11 +129,12 @@ fn demux_icy(wire: &[u8], metaint: usize) -> (Vec<u8>, Vec<(usize, String)>) {
 async fn icy_titles_change_at_the_audio_position_also_when_rewound() {
     let server = Server::standalone(&["--stream", "live", "--burst", "1s"]).await;
     let file = fixture(Format::Mp3, 60, 2);
+    // Twice real time: titles land at content positions, whatever the wall clock says.
     let _enc = Encoder::push(
         &file,
         Format::Mp3,
         &server.source_url("live"),
-        Pace::RealTime,
+        Pace::Rate(2),
         false,
     );
     server.wait_buffer("live", 2.0, T).await;
@@ -294,11 +295,12 @@ async fn standby_takes_over_and_the_listener_keeps_decoding() {
     let a_file = fixture(Format::Mp3, 60, 4);
     let b_file = fixture(Format::Mp3, 60, 5);
     let b_frames = frame_bytes(&b_file, Format::Mp3);
+    // Twice real time: both stay on air (30 s) for longer than the test needs.
     let a = Encoder::push(
         &a_file,
         Format::Mp3,
         &server.source_url("live"),
-        Pace::RealTime,
+        Pace::Rate(2),
         false,
     );
     server.wait_buffer("live", 1.0, T).await;
@@ -306,7 +308,7 @@ async fn standby_takes_over_and_the_listener_keeps_decoding() {
         &b_file,
         Format::Mp3,
         &server.source_url("live"),
-        Pace::RealTime,
+        Pace::Rate(2),
         false,
     );
     eventually("a standby source", T, || async {
@@ -315,7 +317,9 @@ async fn standby_takes_over_and_the_listener_keeps_decoding() {
     })
     .await;
     let mut l = Listener::connect(server.listen, "/live", &[]).await;
-    let before = l.read_for(Duration::from_secs(2)).await;
+    // The burst (a second or more of A) arrives at once.
+    let before = l.read_bytes(16_000, T).await;
+    assert_eq!(before.len(), 16_000);
     assert!(
         find(&b_frames, &before[before.len() - 2000..]).is_none(),
         "B is not live yet"
@@ -330,18 +334,13 @@ async fn standby_takes_over_and_the_listener_keeps_decoding() {
     assert_eq!(s["source_connected"], true);
     server.wait_log("Source disconnected.").await;
 
-    // The same connection carries B's audio now, and it decodes.
-    let after = l.read_for(Duration::from_secs(4)).await;
-    assert!(
-        after.len() > 30_000,
-        "listener kept receiving ({} bytes)",
-        after.len()
-    );
-    let tail = &after[after.len() - 4000..];
-    assert!(
-        find(&b_frames, tail).is_some(),
-        "the listener now hears source B"
-    );
+    // The same connection carries B's audio now (it keeps receiving until B's frames arrive),
+    // and it decodes.
+    let after = l
+        .read_until("source B's audio on the same connection", T, |got| {
+            got.len() > 30_000 && find(&b_frames, &got[got.len() - 4000..]).is_some()
+        })
+        .await;
     let b_start = after
         .windows(417)
         .position(|w| find(&b_frames, w).is_some())
@@ -359,11 +358,12 @@ async fn admin_api_promotes_a_standby_source() {
     let a = fixture(Format::Mp3, 60, 4);
     let b = fixture(Format::Mp3, 60, 5);
     let b_frames = frame_bytes(&b, Format::Mp3);
+    // Twice real time: both stay on air (30 s) for longer than the test needs.
     let _a = Encoder::push(
         &a,
         Format::Mp3,
         &server.source_url("live"),
-        Pace::RealTime,
+        Pace::Rate(2),
         false,
     );
     server.wait_buffer("live", 1.0, T).await;
@@ -371,7 +371,7 @@ async fn admin_api_promotes_a_standby_source() {
         &b,
         Format::Mp3,
         &server.source_url("live"),
-        Pace::RealTime,
+        Pace::Rate(2),
         false,
     );
     let sources = eventually("two sources", T, || async {
@@ -396,8 +396,10 @@ async fn admin_api_promotes_a_standby_source() {
     assert_eq!(r.status(), 404);
     assert!(r.json::<serde_json::Value>().await.unwrap()["error"].is_string());
     let mut l = Listener::connect(server.listen, "/live?offset=0", &[]).await;
-    let got = l.read_for(Duration::from_secs(2)).await;
-    assert!(find(&b_frames, &got[got.len() - 2000..]).is_some());
+    l.read_until("the promoted source's audio", T, |got| {
+        got.len() >= 2000 && find(&b_frames, &got[got.len() - 2000..]).is_some()
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -417,7 +419,8 @@ async fn file_fallback_plays_until_an_encoder_connects() {
     let s = server.wait_buffer("live", 1.0, T).await;
     assert_eq!(s["sources"][0]["kind"], "fallback");
     let mut l = Listener::connect(server.listen, "/live", &[]).await;
-    let got = l.read_for(Duration::from_secs(2)).await;
+    // Two seconds of audio (the burst holds at least one).
+    let got = l.read_bytes(32_000, T).await;
     let (secs, errors) = decode(&got, Format::Mp3);
     assert!(errors.is_empty() && secs > 1.0, "{secs} s, {errors}");
     assert!(
@@ -434,7 +437,7 @@ async fn file_fallback_plays_until_an_encoder_connects() {
         &enc,
         Format::Mp3,
         &server.source_url("live"),
-        Pace::RealTime,
+        Pace::Rate(2),
         false,
     );
     eventually("the encoder to be live alone", T, || async {
@@ -494,7 +497,8 @@ async fn relay_fallback_pulls_audio_and_in_band_titles() {
     })
     .await;
     let mut l = Listener::connect(server.listen, "/relay", &[]).await;
-    let got = l.read_for(Duration::from_secs(2)).await;
+    let got = l.read_bytes(16_000, T).await;
+    assert_eq!(got.len(), 16_000);
     assert!(find(&frame_bytes(&file, Format::Mp3), &got[got.len() - 1000..]).is_some());
 }
 
