@@ -24,7 +24,8 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{ChildGuard, free_port, helm, repo_root, run, wait_until};
+use streammachine_testkit::{ChildGuard, free_port, repo_root, wait_until};
+use support::{helm, run};
 
 const NAMESPACE: &str = "streammachine-e2e";
 const RELEASE: &str = "sm";

@@ -33,7 +33,8 @@ use kube::{Api, Client, Config, ResourceExt};
 use redis::AsyncCommands;
 use serde_json::json;
 use streammachine_operator::crd::Stream;
-use support::{ChildGuard, Service, free_port, venv_python, wait_for};
+use streammachine_testkit::{ChildGuard, Service as Redis, eventually as wait_for, free_port};
+use support::venv_python;
 
 const WAIT: Duration = Duration::from_secs(30);
 const TOKEN: &str = "cluster-token-for-tests";
@@ -273,7 +274,7 @@ async fn create_encoder_secret(client: &Client, namespace: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_binary_reconciles_streams_against_a_fake_api_server() {
     let dir = tempfile::tempdir().unwrap();
-    let redis = Service::redis().await;
+    let redis = Redis::redis().await;
     let api = FakeApiServer::start(dir.path());
     let (master_url, master_hits) = fake_master().await;
     let client = api.client().await;
@@ -531,7 +532,7 @@ async fn operator_binary_reconciles_streams_against_a_fake_api_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_master_and_missing_secret_become_conditions() {
     let dir = tempfile::tempdir().unwrap();
-    let redis = Service::redis().await;
+    let redis = Redis::redis().await;
     let api = FakeApiServer::start(dir.path());
     let client = api.client().await;
     // Nobody listens on this port: the master is down.

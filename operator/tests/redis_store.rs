@@ -5,14 +5,12 @@
 // Helpers outside #[test] fns fail by panicking too; clippy only exempts the test fns.
 #![allow(clippy::unwrap_used)]
 
-mod support;
-
 use std::time::Duration;
 
 use futures::StreamExt;
 use redis::AsyncCommands;
 use streammachine_operator::store::{ConfigStore, PutOutcome, RedisStore, StoreError};
-use support::Service;
+use streammachine_testkit::{Service, free_port};
 
 #[tokio::test]
 async fn put_and_delete_follow_the_worker_contract() {
@@ -84,7 +82,7 @@ async fn put_and_delete_follow_the_worker_contract() {
 
 #[tokio::test]
 async fn an_unreachable_redis_is_an_error_not_a_hang() {
-    let port = support::free_port();
+    let port = free_port();
     let store = RedisStore::new(&format!("redis://127.0.0.1:{port}/0"), "streammachine").unwrap();
     let result = tokio::time::timeout(
         Duration::from_secs(20),

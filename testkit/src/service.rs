@@ -226,3 +226,39 @@ impl Drop for Service {
         self.stop();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accepts(port: u16) -> bool {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    }
+
+    #[tokio::test]
+    async fn redis_stops_restarts_on_its_port_and_dies_with_the_guard() {
+        let mut redis = Service::redis().await;
+        let port = redis.port;
+        assert_eq!(redis.url(), format!("redis://127.0.0.1:{port}/"));
+        assert!(accepts(port));
+        redis.stop();
+        assert!(!accepts(port), "stopped means the port is closed");
+        redis.restart().await;
+        assert!(accepts(port));
+        drop(redis);
+        assert!(!accepts(port), "dropped means killed");
+    }
+
+    #[test]
+    fn nats_starts_without_a_runtime() {
+        let nats = Service::nats_blocking();
+        assert!(nats.url().starts_with("nats://127.0.0.1:"));
+        assert!(accepts(nats.port));
+    }
+
+    #[test]
+    fn two_services_get_two_ports() {
+        let (a, b) = (Service::redis_blocking(), Service::redis_blocking());
+        assert_ne!(a.port, b.port);
+    }
+}

@@ -84,37 +84,27 @@ impl Listener {
     /// Read until `done` holds for everything read so far (checked after each read), failing
     /// the test when the deadline passes or the server closes the connection first. The
     /// condition waits for what the test is about (e.g. a source's frames), not for a window.
-    #[track_caller]
-    pub fn read_until(
+    pub async fn read_until(
         &mut self,
         what: &str,
         timeout: Duration,
         mut done: impl FnMut(&[u8]) -> bool,
-    ) -> impl std::future::Future<Output = Vec<u8>> + '_ {
-        let caller = std::panic::Location::caller();
-        let what = what.to_owned();
-        async move {
-            let mut out = std::mem::take(&mut self.pending);
-            let deadline = tokio::time::Instant::now() + timeout;
-            let mut tmp = vec![0u8; 64 * 1024];
-            while !done(&out) {
-                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-                match tokio::time::timeout(left, self.sock.read(&mut tmp)).await {
-                    Ok(Ok(k)) if k > 0 => out.extend_from_slice(&tmp[..k]),
-                    Ok(Ok(_)) | Ok(Err(_)) => {
-                        panic!(
-                            "{what}: connection closed after {} bytes (at {caller})",
-                            out.len()
-                        )
-                    }
-                    Err(_) => panic!(
-                        "{what}: not there after {timeout:?}, {} bytes read (at {caller})",
-                        out.len()
-                    ),
-                }
+    ) -> Vec<u8> {
+        let mut out = std::mem::take(&mut self.pending);
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut tmp = vec![0u8; 64 * 1024];
+        while !done(&out) {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match tokio::time::timeout(left, self.sock.read(&mut tmp)).await {
+                Ok(Ok(k)) if k > 0 => out.extend_from_slice(&tmp[..k]),
+                Ok(_) => panic!("{what}: connection closed after {} bytes", out.len()),
+                Err(_) => panic!(
+                    "{what}: not there after {timeout:?} ({} bytes read)",
+                    out.len()
+                ),
             }
-            out
         }
+        out
     }
 
     /// Read everything that arrives within `d`.

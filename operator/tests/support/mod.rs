@@ -10,9 +10,8 @@ use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-pub use streammachine_testkit::{
-    ChildGuard, Service, eventually as wait_for, free_port, repo_root, wait_until,
-};
+use streammachine_testkit::ChildGuard;
+pub use streammachine_testkit::repo_root;
 
 const INSTALL_HINT: &str = "run scripts/k8s-tools.sh to install the test tools into .tools/";
 
