@@ -70,7 +70,9 @@ async fn put_and_delete_follow_the_worker_contract() {
     // Deleting twice is fine (cleanup must be idempotent).
     store.delete("radio/live", "live").await.unwrap();
 
-    // Two announcements (initial write, repair) plus the delete.
+    // Two announcements (initial write, repair) plus the delete. This checks an absence too (the
+    // unchanged put announced nothing), so it reads until the channel has been quiet for a
+    // moment: there is no event for "nothing more comes".
     let mut payloads = Vec::new();
     while let Ok(Some(message)) =
         tokio::time::timeout(Duration::from_millis(500), messages.next()).await

@@ -344,7 +344,9 @@ async fn standby_takes_over_and_the_listener_keeps_decoding() {
     // Where B starts: after the switch every window lies inside B's contiguous audio, before it
     // none does, so a binary search finds the first one (a linear scan is quadratic).
     let in_b = |i: usize| find(&b_frames, &after[i..i + 417]).is_some();
-    let b_start = (0..after.len() - 417).collect::<Vec<_>>().partition_point(|&i| !in_b(i));
+    let b_start = (0..after.len() - 417)
+        .collect::<Vec<_>>()
+        .partition_point(|&i| !in_b(i));
     assert!(b_start < after.len() - 417, "B's frames in the stream");
     let (_, errors) = decode(&after[b_start..], Format::Mp3);
     assert!(errors.is_empty(), "{errors}");
