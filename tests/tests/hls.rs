@@ -89,9 +89,9 @@ async fn live_playback(format: Format) {
     };
     let server = Server::standalone(&["--stream", "live", "--stream", "news:aac"]).await;
     let file = fixture(format, 75, 11);
-    // Twice real time (content timestamps run ahead of the wall clock, which the server allows):
-    // the live edge still moves while ffmpeg plays, in half the wall time.
-    let _enc = Encoder::push(&file, format, &server.source_url(key), Pace::Rate(2), false);
+    // Four times real time (content timestamps run ahead of the wall clock, which the server
+    // allows): the live edge still moves while ffmpeg plays, in a quarter of the wall time.
+    let _enc = Encoder::push(&file, format, &server.source_url(key), Pace::Rate(4), false);
     // Enough for ffmpeg's live start (three segments from the end) plus the partial head slot.
     server.wait_buffer(key, 26.0, T).await;
     let text = get_text(&server, &format!("/{key}.m3u8")).await;
