@@ -32,7 +32,7 @@ async fn put_and_delete_follow_the_worker_contract() {
     let member: bool = redis.sismember("station:streams", "live").await.unwrap();
     assert!(member);
     let mut messages = pubsub.on_message();
-    let message = tokio::time::timeout(Duration::from_secs(5), messages.next())
+    let message = tokio::time::timeout(Duration::from_secs(30), messages.next())
         .await
         .unwrap()
         .unwrap();

@@ -54,18 +54,22 @@ async fn get_text(server: &Server, path: &str) -> String {
 /// Run ffmpeg on an HLS URL; (stdout, stderr). Killed if it hangs.
 async fn ffmpeg(args: Vec<String>) -> (Vec<u8>, String) {
     require("ffmpeg");
-    let run = tokio::task::spawn_blocking(move || {
-        Command::new("ffmpeg")
-            .args(["-hide_banner", "-nostdin", "-v", "error"])
-            .args(&args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run ffmpeg")
-    });
-    let out = tokio::time::timeout(Duration::from_secs(120), run)
-        .await
-        .expect("ffmpeg finished in time")
-        .unwrap();
+    let child = Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostdin", "-v", "error"])
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run ffmpeg");
+    let pid = child.id();
+    let run = tokio::task::spawn_blocking(move || child.wait_with_output().expect("ffmpeg output"));
+    let Ok(out) = tokio::time::timeout(Duration::from_secs(120), run).await else {
+        // Only the process this test started, by its PID.
+        streammachine_testkit::sigkill(pid);
+        panic!("ffmpeg did not finish in 120 s");
+    };
+    let out = out.unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "ffmpeg failed: {stderr}");
     // ffmpeg 5.1's HLS demuxer applies a segment's ID3 timestamp as soon as it has read the
