@@ -3,9 +3,8 @@
 //! - [`StaticStore`]: the config file's streams, held in memory (standalone). The admin API can
 //!   change them until the next restart.
 //! - [`RedisStore`]: the cluster's store (master and slaves), written by the operator or the
-//!   master's admin API. Layout (the contract with the operator, see `docs/cluster.md`):
-//!   SET `{prefix}:streams` of keys; STRING `{prefix}:stream:{key}` = `{"schema":1,"stream":{..}}`;
-//!   `PUBLISH {prefix}:config {key}` after every write or delete.
+//!   master's admin API. The layout and the document are the contract crate's
+//!   (`streammachine_contract::{Keys, Document}`, see `docs/cluster.md`).
 //!
 //! Both publish whole snapshots through a `watch` channel, so a consumer that misses an update
 //! still ends up with the latest state, and a consumer never sees a half-applied change.
@@ -18,12 +17,13 @@ use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::config::{ConfigError, StreamConfig, validate_key};
+use crate::config::{ConfigError, StreamConfig, ValidateStream, validate_key};
+pub use streammachine_contract::{Keys, SCHEMA_VERSION};
+use streammachine_contract::{Document, SchemaOnly};
 use crate::retry::Backoff;
 
 /// Stream configs by key.
@@ -31,9 +31,6 @@ pub type Configs = BTreeMap<String, StreamConfig>;
 
 /// `None` until the store has been read once (a slave is not ready before that).
 pub type ConfigWatch = watch::Receiver<Option<Arc<Configs>>>;
-
-/// Version of the stored JSON document.
-pub const SCHEMA_VERSION: u64 = 1;
 
 /// How long one Redis operation may take before the store counts Redis as down.
 const REDIS_TIMEOUT: Duration = Duration::from_secs(5);
@@ -128,18 +125,6 @@ pub enum DocumentError {
     Invalid(#[from] ConfigError),
 }
 
-#[derive(Deserialize)]
-struct SchemaOnly {
-    schema: u64,
-}
-
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Document {
-    schema: u64,
-    stream: StreamConfig,
-}
-
 /// Parse and validate `{"schema":1,"stream":{...}}` stored for `key`.
 pub fn parse_document(key: &str, json: &str) -> Result<StreamConfig, DocumentError> {
     // The version first, so a newer schema is reported as such rather than as unknown fields.
@@ -154,10 +139,7 @@ pub fn parse_document(key: &str, json: &str) -> Result<StreamConfig, DocumentErr
 }
 
 pub fn encode_document(config: &StreamConfig) -> Result<String, serde_json::Error> {
-    serde_json::to_string(&Document {
-        schema: SCHEMA_VERSION,
-        stream: config.clone(),
-    })
+    serde_json::to_string(&Document::new(config.clone()))
 }
 
 /// What one stored key holds when read.
@@ -192,32 +174,6 @@ pub fn fold(previous: &Configs, read: Vec<(String, Stored)>) -> (Configs, Vec<(S
 }
 
 // === RedisStore ===
-
-/// Redis key names under one prefix.
-#[derive(Debug, Clone)]
-pub struct Keys {
-    prefix: String,
-}
-
-impl Keys {
-    pub fn new(prefix: &str) -> Keys {
-        Keys {
-            prefix: prefix.to_string(),
-        }
-    }
-    /// SET of every stream key.
-    pub fn streams(&self) -> String {
-        format!("{}:streams", self.prefix)
-    }
-    /// STRING holding one stream's document.
-    pub fn stream(&self, key: &str) -> String {
-        format!("{}:stream:{key}", self.prefix)
-    }
-    /// Channel announcing changed keys.
-    pub fn channel(&self) -> String {
-        format!("{}:config", self.prefix)
-    }
-}
 
 pub struct RedisStore {
     client: redis::Client,
