@@ -327,9 +327,7 @@ mod tests {
             r#"{"schema":1,"stream":{"format":"aac","rewind":"1h 30m","source_password":"pw"}}"#
         );
         assert_eq!(serde_json::from_str::<Document>(&json).unwrap(), doc);
-        assert!(
-            serde_json::from_str::<Document>(r#"{"schema":1,"stream":{"nope":1}}"#).is_err()
-        );
+        assert!(serde_json::from_str::<Document>(r#"{"schema":1,"stream":{"nope":1}}"#).is_err());
         assert!(!format!("{doc:?}").contains("pw\""));
     }
 }

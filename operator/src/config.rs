@@ -75,9 +75,7 @@ impl StreamConfig {
             source_password: Some(source_password.expose().to_owned()),
             fallback: spec.fallback.clone(),
             group: spec.group.clone(),
-            hls_segment: Some(Duration::from_secs(
-                spec.outputs.hls_segment_seconds.into(),
-            )),
+            hls_segment: Some(Duration::from_secs(spec.outputs.hls_segment_seconds.into())),
         })
     }
 

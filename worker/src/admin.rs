@@ -16,10 +16,10 @@ use tracing::info;
 use crate::app::{App, Role};
 use crate::auth::bearer_allowed;
 use crate::config::{StreamConfig, ValidateStream, validate_key};
-use streammachine_contract::StreamReport;
 use crate::core::chunk::Meta;
 use crate::stream::{SourceInfo, Stream, StreamError};
 use crate::time::rfc3339;
+use streammachine_contract::StreamReport;
 
 /// JSON errors with a message, for every failure the API returns.
 #[derive(Debug)]

@@ -22,9 +22,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::config::{ConfigError, StreamConfig, ValidateStream, validate_key};
-pub use streammachine_contract::{Keys, SCHEMA_VERSION};
-use streammachine_contract::{Document, SchemaOnly};
 use crate::retry::Backoff;
+use streammachine_contract::{Document, SchemaOnly};
+pub use streammachine_contract::{Keys, SCHEMA_VERSION};
 
 /// Stream configs by key.
 pub type Configs = BTreeMap<String, StreamConfig>;

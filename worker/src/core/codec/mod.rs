@@ -6,7 +6,6 @@
 mod adts;
 mod mpeg;
 
-
 use bytes::{Buf, Bytes, BytesMut};
 
 pub use adts::AdtsHeader;
