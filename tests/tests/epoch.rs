@@ -63,7 +63,10 @@ async fn discontinuity_sequence_never_goes_back_after_a_master_restart() {
     push(&master, 71).await;
     push(&master, 72).await;
     let (before, (_, newest_before)) = playlist(&master).await;
-    assert!(newest_before >= 1, "no discontinuity after a reconnect:\n{before}");
+    assert!(
+        newest_before >= 1,
+        "no discontinuity after a reconnect:\n{before}"
+    );
 
     // No dump directory and no slaves: nothing but the store remembers the numbering.
     master.kill();
