@@ -1,19 +1,19 @@
 //! The stream config the operator writes to Redis for the master and slaves (pure).
 //!
-//! Contract with the worker: the value of `{prefix}:stream:{key}` is
-//! `{"schema":1,"stream":{...}}`, the inner object in snake_case, unset fields omitted (never
-//! `null`), durations as humantime strings, and the worker rejects unknown fields.
+//! The document is the contract crate's [`Document`]: the worker parses the very type this
+//! module fills in.
 
 use std::fmt;
 use std::time::Duration;
 
 use serde::{Serialize, Serializer};
+use streammachine_contract::{Document, Format};
 
-use crate::crd::Stream;
+use crate::crd::{AudioFormat, Stream};
 use crate::validate::ValidSpec;
 
 /// Version of the stored JSON document.
-pub const SCHEMA_VERSION: u32 = 1;
+pub use streammachine_contract::SCHEMA_VERSION;
 
 /// A string that must not show up in logs: `Debug` and `Display` print a placeholder.
 #[derive(Clone, PartialEq, Eq)]
@@ -49,81 +49,40 @@ impl Serialize for Sensitive {
     }
 }
 
-/// The inner `stream` object of the stored document.
-#[derive(Serialize, Debug, Clone, PartialEq)]
-pub struct StreamConfig {
-    /// `mp3` or `aac`.
-    pub format: &'static str,
-    /// Rewind buffer length.
-    pub rewind: String,
-    /// Burst for new listeners.
-    pub burst: String,
-    /// ICY metadata interval in bytes.
-    pub icy_metaint: u32,
-    /// Initial StreamTitle.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub title: Option<String>,
-    /// StreamUrl.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub url: Option<String>,
-    /// Listener limit per slave pod.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_listeners: Option<u32>,
-    /// Allowed listener lag.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub listener_max_lag: Option<String>,
-    /// Encoder password, resolved from the Stream's Secret. Redis is internal to the install.
-    pub source_password: Sensitive,
-    /// Relay or file used while no encoder is connected.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub fallback: Option<String>,
-    /// HLS stream group.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub group: Option<String>,
-    /// HLS segment length.
-    pub hls_segment: String,
-}
-
-#[derive(Serialize)]
-struct Document<'a> {
-    schema: u32,
-    stream: &'a StreamConfig,
-}
+/// The inner `stream` object of the stored document, built from a validated Stream. Its
+/// `Debug` hides the source password.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamConfig(pub streammachine_contract::StreamConfig);
 
 impl StreamConfig {
     /// Builds the config of a validated Stream.
     pub fn build(stream: &Stream, valid: &ValidSpec, source_password: Sensitive) -> Self {
         let spec = &stream.spec;
-        Self {
-            format: spec.format.as_str(),
-            rewind: duration_string(valid.rewind),
-            burst: duration_string(valid.burst),
-            icy_metaint: spec.outputs.icy_meta_interval,
+        Self(streammachine_contract::StreamConfig {
+            format: match spec.format {
+                AudioFormat::Mp3 => Format::Mp3,
+                AudioFormat::Aac => Format::Aac,
+            },
+            // Always written, so every slave runs with the operator's values rather than its
+            // own defaults.
+            rewind: Some(valid.rewind),
+            burst: Some(valid.burst),
+            icy_metaint: Some(spec.outputs.icy_meta_interval),
             title: spec.stream_title.clone(),
             url: spec.stream_url.clone(),
             max_listeners: spec.listeners.max_listeners,
-            listener_max_lag: valid.max_lag.map(duration_string),
-            source_password,
+            listener_max_lag: valid.max_lag,
+            source_password: Some(source_password.expose().to_owned()),
             fallback: spec.fallback.clone(),
             group: spec.group.clone(),
-            hls_segment: duration_string(Duration::from_secs(
-                spec.outputs.hls_segment_seconds.into(),
-            )),
-        }
+            hls_segment: Some(Duration::from_secs(spec.outputs.hls_segment_seconds.into())),
+        })
     }
 
     /// The JSON document stored in Redis.
     pub fn to_document(&self) -> Result<String, serde_json::Error> {
-        serde_json::to_string(&Document {
-            schema: SCHEMA_VERSION,
-            stream: self,
-        })
+        serde_json::to_string(&Document::new(self.0.clone()))
     }
-}
-
-/// Canonical humantime form ("4h", "1h 30m"), which the worker parses with humantime.
-fn duration_string(d: Duration) -> String {
-    humantime::format_duration(d).to_string()
 }
 
 #[cfg(test)]

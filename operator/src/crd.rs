@@ -12,6 +12,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use streammachine_contract::bounds;
 
 /// API group of the `Stream` kind.
 pub const GROUP: &str = "streammachine.io";
@@ -101,7 +102,15 @@ const KEY_PATTERN: &str = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$";
     validation = Rule::new("duration(self.burst) <= duration(self.rewind)")
         .message("spec.burst must not be longer than spec.rewind"),
     validation = Rule::new("!self.ingress.groupPlaylist || has(self.group)")
-        .message("ingress.groupPlaylist needs spec.group")
+        .message("ingress.groupPlaylist needs spec.group"),
+    // The worker's reserved names (`streammachine_contract::RESERVED_KEYS`; those with a dot
+    // already fail KEY_PATTERN). A test checks this list against the contract's.
+    validation = Rule::new(
+        "!has(self.key) || !(self.key in ['admin', 'api', 'sg', 'healthz', 'readyz', 'metrics'])"
+    ).message("spec.key is reserved for a route of the worker"),
+    validation = Rule::new(
+        "!has(self.group) || !(self.group in ['admin', 'api', 'sg', 'healthz', 'readyz', 'metrics'])"
+    ).message("spec.group is reserved for a route of the worker")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct StreamSpec {
@@ -233,12 +242,13 @@ pub struct SecretKeyRef {
 pub struct OutputsSpec {
     /// Bytes of audio between two ICY metadata blocks for listeners that ask for metadata.
     #[serde(default = "default_icy_meta_interval")]
-    #[schemars(range(min = 256, max = 262144))]
+    // The worker's maximum (`streammachine_contract::bounds`); 256 is the operator's own floor.
+    #[schemars(range(min = 256, max = bounds::ICY_METAINT_MAX))]
     pub icy_meta_interval: u32,
 
     /// Length of an HLS segment in seconds.
     #[serde(default = "default_hls_segment_seconds")]
-    #[schemars(range(min = 1, max = 60))]
+    #[schemars(range(min = bounds::HLS_SEGMENT_MIN_SECS, max = bounds::HLS_SEGMENT_MAX_SECS))]
     pub hls_segment_seconds: u32,
 }
 

@@ -12,28 +12,12 @@ use futures::future::BoxFuture;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use hyper_util::rt::TokioExecutor;
-use serde::Deserialize;
 
 use crate::config::Sensitive;
 
-/// What the master reports about one stream. Unknown fields are ignored so the master can add
-/// figures without breaking older operators.
-#[derive(Deserialize, Debug, Clone, PartialEq, Default)]
-#[serde(default)]
-pub struct StreamReport {
-    /// Codec key of the current source, e.g. `mp3-44100-128-s`.
-    pub codec: Option<String>,
-    /// Whether an encoder is connected.
-    pub source_connected: bool,
-    /// Seconds of audio in the master's rewind buffer.
-    pub buffer_seconds: f64,
-    /// Listeners across all slaves.
-    pub listeners: u64,
-    /// Slaves the master hears from.
-    pub slaves_alive: u32,
-    /// Current StreamTitle.
-    pub title: Option<String>,
-}
+/// What the master reports about one stream: the worker serializes this very type (flattened
+/// into its admin API's stream status); unknown fields are ignored.
+pub use streammachine_contract::StreamReport;
 
 /// Why the master could not tell.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

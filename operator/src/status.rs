@@ -344,8 +344,8 @@ mod tests {
             source_connected: true,
             buffer_seconds: 3725.7,
             listeners: 42,
-            slaves_alive: 2,
-            title: None,
+            slaves_alive: Some(2),
+            title: String::new(),
         }))
     }
 

@@ -1,6 +1,6 @@
 //! The master's config store in Redis: the operator writes, the master and slaves read and watch.
 //!
-//! Layout (contract with the worker):
+//! Layout (the contract crate's [`Keys`], shared with the worker):
 //! - SET `{prefix}:streams` holds every stream key;
 //! - STRING `{prefix}:stream:{key}` holds the JSON document of `config::StreamConfig`;
 //! - after every write or delete, `PUBLISH {prefix}:config {key}`.
@@ -55,36 +55,7 @@ pub trait ConfigStore: Send + Sync {
     fn delete<'a>(&'a self, owner: &'a str, key: &'a str) -> BoxFuture<'a, Result<(), StoreError>>;
 }
 
-/// Redis key names for one prefix.
-#[derive(Debug, Clone)]
-pub struct Keys {
-    prefix: String,
-}
-
-impl Keys {
-    /// Key names under `prefix` (default `streammachine`).
-    pub fn new(prefix: impl Into<String>) -> Self {
-        Self {
-            prefix: prefix.into(),
-        }
-    }
-    /// SET of all stream keys.
-    pub fn streams(&self) -> String {
-        format!("{}:streams", self.prefix)
-    }
-    /// STRING holding one stream's config.
-    pub fn stream(&self, key: &str) -> String {
-        format!("{}:stream:{key}", self.prefix)
-    }
-    /// Pub/sub channel announcing changed keys.
-    pub fn channel(&self) -> String {
-        format!("{}:config", self.prefix)
-    }
-    /// HASH of key owners (operator only).
-    pub fn owners(&self) -> String {
-        format!("{}:stream-owners", self.prefix)
-    }
-}
+pub use streammachine_contract::Keys;
 
 // Both scripts run atomically in Redis, so two reconciles of Streams sharing a key cannot
 // interleave between the owner check and the write.

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use kube::ResourceExt;
 
+use streammachine_contract::{RESERVED_KEYS, bounds};
+
 use crate::crd::Stream;
 
 /// Shortest rewind buffer a stream may have.
@@ -95,6 +97,11 @@ pub fn validate(stream: &Stream) -> Result<ValidSpec, InvalidSpec> {
         problems.push(format!(
             "spec.key {key:?} must be 1-63 letters, digits, '_' or '-', starting with a letter or digit"
         ));
+    } else if RESERVED_KEYS.contains(&key.as_str()) {
+        // The key defaults to metadata.name, which the CRD's CEL rules cannot see.
+        problems.push(format!(
+            "stream key {key:?} (spec.key or metadata.name) is reserved for a route of the worker"
+        ));
     }
     // CEL keeps spec.key immutable; this also covers Streams admitted without CEL. A changed key
     // would leave the old key's config in Redis and break every encoder and listener URL.
@@ -134,12 +141,47 @@ pub fn validate(stream: &Stream) -> Result<ValidSpec, InvalidSpec> {
     {
         problems.push("spec.fallback must be an http://, https:// or file:// URL".to_owned());
     }
-    if let Some(group) = &spec.group
-        && !is_stream_key(group)
-    {
+    if let Some(group) = &spec.group {
+        if !is_stream_key(group) {
+            problems.push(format!(
+                "spec.group {group:?} must be 1-63 letters, digits, '_' or '-'"
+            ));
+        } else if RESERVED_KEYS.contains(&group.as_str()) {
+            problems.push(format!(
+                "spec.group {group:?} is reserved for a route of the worker"
+            ));
+        }
+    }
+    let metaint = spec.outputs.icy_meta_interval;
+    if !(bounds::ICY_METAINT_MIN..=bounds::ICY_METAINT_MAX).contains(&metaint) {
         problems.push(format!(
-            "spec.group {group:?} must be 1-63 letters, digits, '_' or '-'"
+            "spec.outputs.icyMetaInterval {metaint} must be at most {}",
+            bounds::ICY_METAINT_MAX
         ));
+    }
+    let segment = u64::from(spec.outputs.hls_segment_seconds);
+    if !(bounds::HLS_SEGMENT_MIN_SECS..=bounds::HLS_SEGMENT_MAX_SECS).contains(&segment) {
+        problems.push(format!(
+            "spec.outputs.hlsSegmentSeconds must be between {} and {}",
+            bounds::HLS_SEGMENT_MIN_SECS,
+            bounds::HLS_SEGMENT_MAX_SECS
+        ));
+    }
+    // The CRD counts characters, the worker bytes: a long non-ASCII title passes one and not
+    // the other.
+    for (field, value) in [
+        ("spec.streamTitle", &spec.stream_title),
+        ("spec.streamUrl", &spec.stream_url),
+    ] {
+        if value
+            .as_ref()
+            .is_some_and(|v| v.len() > bounds::TEXT_MAX_BYTES)
+        {
+            problems.push(format!(
+                "{field} must be at most {} bytes of UTF-8",
+                bounds::TEXT_MAX_BYTES
+            ));
+        }
     }
 
     let slaves = &spec.slaves;
@@ -339,6 +381,26 @@ mod tests {
             }
         );
         s.spec.slaves.autoscaling.as_mut().unwrap().min_replicas = 6;
+        assert!(validate(&s).is_err());
+    }
+
+    #[test]
+    fn reserved_names_and_worker_bounds_are_invalid() {
+        for key in ["admin", "api", "sg", "healthz", "readyz", "metrics"] {
+            let mut s = stream("live");
+            s.spec.key = Some(key.into());
+            assert!(validate(&s).is_err(), "key {key}");
+            assert!(validate(&stream(key)).is_err(), "name {key}");
+            let mut s = stream("live");
+            s.spec.group = Some(key.into());
+            assert!(validate(&s).is_err(), "group {key}");
+        }
+        let mut s = stream("live");
+        s.spec.outputs.icy_meta_interval = 65536;
+        assert!(validate(&s).is_err());
+        s.spec.outputs.icy_meta_interval = 65535;
+        assert!(validate(&s).is_ok());
+        s.spec.stream_title = Some("é".repeat(2049));
         assert!(validate(&s).is_err());
     }
 

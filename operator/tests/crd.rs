@@ -277,6 +277,9 @@ fn cel_rules_reject_bad_specs() {
             "ingress: {groupPlaylist: true}",
             "groupPlaylist needs spec.group",
         ),
+        ("key: admin", "spec.key is reserved"),
+        ("key: metrics", "spec.key is reserved"),
+        ("group: sg", "spec.group is reserved"),
     ];
     for (extra, message) in bad {
         let stream = stream_from_yaml(&format!("{BASE}{extra}"));
@@ -290,6 +293,41 @@ fn cel_rules_reject_bad_specs() {
         // The operator's own validation agrees, for Streams admitted without CEL.
         assert!(validate(&stream).is_err(), "{extra}");
     }
+}
+
+/// The CRD's reserved-name rules list exactly the contract's names that the key pattern admits.
+#[test]
+fn cel_refuses_every_reserved_name() {
+    for name in streammachine_contract::RESERVED_KEYS {
+        for field in ["key", "group"] {
+            let stream = stream_from_yaml(&format!("{BASE}{field}: {name:?}"));
+            let admitted = stream.validate_cel().is_ok() && schema_admits_key(name);
+            assert!(!admitted, "{field}: {name} is admitted by the CRD");
+            assert!(validate(&stream).is_err(), "{field}: {name}");
+        }
+    }
+}
+
+/// Whether the CRD's key pattern admits `key` (dots never are).
+fn schema_admits_key(key: &str) -> bool {
+    let crd = serde_json::to_value(Stream::crd()).unwrap();
+    let pattern =
+        crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+            ["key"]["pattern"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    assert_eq!(
+        pattern, "^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$",
+        "update schema_admits_key"
+    );
+    let bytes = key.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && bytes[0].is_ascii_alphanumeric()
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'-')
 }
 
 #[test]

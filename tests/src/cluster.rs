@@ -140,21 +140,26 @@ pub fn gaps(chunks: &[Chunk]) -> Vec<(u64, u64)> {
         .collect()
 }
 
-/// Write a stream config the way the operator does.
+/// Write a stream config the way the operator does: `stream` goes through the contract's type
+/// (so a field the worker would refuse fails here) and the contract's keys.
 pub async fn redis_put(redis_url: &str, prefix: &str, key: &str, stream: serde_json::Value) {
+    let stream: streammachine_contract::StreamConfig =
+        serde_json::from_value(stream).expect("a stream config of the contract");
+    let keys = streammachine_contract::Keys::new(prefix);
     let client = redis::Client::open(redis_url).expect("redis url");
     let mut con = client
         .get_multiplexed_async_connection()
         .await
         .expect("redis connection");
-    let doc = serde_json::json!({"schema": 1, "stream": stream}).to_string();
+    let doc = serde_json::to_string(&streammachine_contract::Document::new(stream))
+        .expect("encodable document");
     redis::pipe()
         .atomic()
-        .set(format!("{prefix}:stream:{key}"), doc)
+        .set(keys.stream(key), doc)
         .ignore()
-        .sadd(format!("{prefix}:streams"), key)
+        .sadd(keys.streams(), key)
         .ignore()
-        .publish(format!("{prefix}:config"), key)
+        .publish(keys.channel(), key)
         .ignore()
         .query_async::<()>(&mut con)
         .await
@@ -169,7 +174,7 @@ pub async fn redis_get(redis_url: &str, prefix: &str, key: &str) -> Option<serde
         .await
         .expect("redis connection");
     let doc: Option<String> = redis::cmd("GET")
-        .arg(format!("{prefix}:stream:{key}"))
+        .arg(streammachine_contract::Keys::new(prefix).stream(key))
         .query_async(&mut con)
         .await
         .expect("redis read");

@@ -15,10 +15,11 @@ use tracing::info;
 
 use crate::app::{App, Role};
 use crate::auth::bearer_allowed;
-use crate::config::{StreamConfig, validate_key};
+use crate::config::{StreamConfig, ValidateStream, validate_key};
 use crate::core::chunk::Meta;
 use crate::stream::{SourceInfo, Stream, StreamError};
 use crate::time::rfc3339;
+use streammachine_contract::StreamReport;
 
 /// JSON errors with a message, for every failure the API returns.
 #[derive(Debug)]
@@ -34,25 +35,21 @@ fn not_found(key: &str) -> ApiError {
     ApiError(StatusCode::NOT_FOUND, format!("no stream `{key}`"))
 }
 
+/// `GET /api/streams/{key}`: the contract's report (what the operator reads) and the figures
+/// only people and tests read.
 #[derive(Debug, Serialize)]
 pub struct StreamStatus {
     pub key: String,
     pub format: String,
-    pub codec: Option<String>,
-    pub source_connected: bool,
+    #[serde(flatten)]
+    pub report: StreamReport,
     pub sources: Vec<SourceInfo>,
-    pub buffer_seconds: f64,
     pub buffer_bytes: usize,
     pub buffer_start: Option<String>,
     pub buffer_end: Option<String>,
     pub first_seq: Option<u64>,
     pub last_seq: Option<u64>,
-    pub listeners: u64,
-    pub title: String,
     pub url: String,
-    /// Master only: slaves that reported within the liveness window.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub slaves_alive: Option<usize>,
 }
 
 pub fn status(app: &App, stream: &Stream) -> StreamStatus {
@@ -74,19 +71,21 @@ pub fn status(app: &App, stream: &Stream) -> StreamStatus {
     StreamStatus {
         key: stream.key.clone(),
         format: settings.format.to_string(),
-        codec: stream.codec(),
-        source_connected: !sources.is_empty(),
+        report: StreamReport {
+            codec: stream.codec(),
+            source_connected: !sources.is_empty(),
+            buffer_seconds: held,
+            listeners,
+            slaves_alive: slaves_alive.map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
+            title: meta.title,
+        },
         sources,
-        buffer_seconds: held,
         buffer_bytes: bytes,
         buffer_start: first.map(|(_, ts)| rfc3339(ts)),
         buffer_end: last.map(|(_, ts)| rfc3339(ts)),
         first_seq: first.map(|(s, _)| s),
         last_seq: last.map(|(s, _)| s),
-        listeners,
-        title: meta.title,
         url: meta.url,
-        slaves_alive,
     }
 }
 

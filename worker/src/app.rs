@@ -334,17 +334,32 @@ impl App {
     fn create_stream(self: &Arc<Self>, settings: crate::config::StreamSettings) {
         let key = settings.key.clone();
         let restored = self.restore(&key, &settings);
-        let stream = Arc::new(
-            Stream::new(
-                settings,
-                self.role.ingests(),
-                &self.metrics,
-                restored,
-                self.sink.clone(),
-                self.settings.chunk_duration,
-            )
-            .with_parent(&self.shutdown),
-        );
+        // A master numbers discontinuities on from what the store remembers (see
+        // `cluster::store::EpochRecorder`).
+        let store = (self.role == Role::Master).then(|| self.store()).flatten();
+        let floor = store.as_ref().and_then(|s| s.epoch_floor(&key));
+        let sink = match &store {
+            Some(store) => Some(Arc::new(crate::cluster::store::EpochRecorder {
+                inner: self.sink.clone(),
+                store: store.clone(),
+                recorded: std::sync::atomic::AtomicU32::new(floor.unwrap_or(0)),
+            }) as Arc<dyn ChunkSink>),
+            None => self.sink.clone(),
+        };
+        let stream = Stream::new(
+            settings,
+            self.role.ingests(),
+            &self.metrics,
+            restored,
+            sink,
+            self.settings.chunk_duration,
+        )
+        .with_parent(&self.shutdown);
+        if let Some(floor) = floor {
+            let next = stream.raise_epoch(floor);
+            info!(stream = %key, floor, next = ?next, "Discontinuity epoch continued from the store.");
+        }
+        let stream = Arc::new(stream);
         info!(stream = %key, format = %stream.settings().format, "Stream created.");
         // Listeners wait on the buffer's tip alone; wake them when the stream goes away.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {

@@ -19,17 +19,8 @@ pub const DEFAULT_ICY_METAINT: u32 = 16000;
 pub const DEFAULT_HLS_SEGMENT: Duration = Duration::from_secs(6);
 pub const DEFAULT_MAX_LAG: Duration = Duration::from_secs(30);
 
-/// Paths a stream key may not take because listener routes use them.
-const RESERVED_KEYS: &[&str] = &[
-    "admin",
-    "api",
-    "sg",
-    "healthz",
-    "readyz",
-    "metrics",
-    "index.html",
-    "favicon.ico",
-];
+pub use streammachine_contract::StreamConfig;
+use streammachine_contract::{KeyProblem, bounds, check_key};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -108,53 +99,6 @@ pub struct FileConfig {
     #[serde(default, with = "humantime_serde")]
     pub shutdown_timeout: Option<Duration>,
     pub streams: Option<BTreeMap<String, StreamConfig>>,
-}
-
-/// One stream's settings as written in the config file or stored in Redis. Unset values fall back
-/// to the server-wide ones.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct StreamConfig {
-    #[serde(default)]
-    pub format: Format,
-    #[serde(
-        default,
-        with = "humantime_serde",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub rewind: Option<Duration>,
-    #[serde(
-        default,
-        with = "humantime_serde",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub burst: Option<Duration>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub icy_metaint: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub title: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub url: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_listeners: Option<u32>,
-    #[serde(
-        default,
-        with = "humantime_serde",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub listener_max_lag: Option<Duration>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub source_password: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fallback: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub group: Option<String>,
-    #[serde(
-        default,
-        with = "humantime_serde",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub hls_segment: Option<Duration>,
 }
 
 impl FileConfig {
@@ -357,50 +301,57 @@ fn check_duration(
     Ok(())
 }
 
-/// Stream keys become URL path segments and NATS/Redis names.
+/// Stream keys become URL path segments and NATS/Redis names (the rule is the contract's).
 pub fn validate_key(key: &str) -> Result<(), ConfigError> {
-    let ok_chars = key
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    if key.is_empty() || key.len() > 64 || !ok_chars {
-        return Err(invalid(
+    match check_key(key) {
+        Ok(()) => Ok(()),
+        Err(KeyProblem::Syntax) => Err(invalid(
             format!("streams.{key}"),
-            "stream keys are 1-64 characters of A-Z, a-z, 0-9, `-` and `_`",
-        ));
-    }
-    if RESERVED_KEYS.contains(&key) {
-        return Err(invalid(
+            format!(
+                "stream keys are 1-{} characters of A-Z, a-z, 0-9, `-` and `_`",
+                streammachine_contract::KEY_MAX_LEN
+            ),
+        )),
+        Err(KeyProblem::Reserved) => Err(invalid(
             format!("streams.{key}"),
             "this name is reserved for a route",
-        ));
+        )),
     }
-    Ok(())
 }
 
-impl StreamConfig {
-    pub fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
+/// The worker's checks of a stream's settings, on the contract's bounds.
+pub trait ValidateStream {
+    fn validate(&self, prefix: &str) -> Result<(), ConfigError>;
+}
+
+impl ValidateStream for StreamConfig {
+    fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
         if let Some(r) = self.rewind {
             check_duration(
                 &format!("{prefix}.rewind"),
                 r,
-                Duration::from_secs(1),
-                Some(Duration::from_secs(7 * 24 * 3600)),
+                bounds::REWIND_MIN,
+                Some(bounds::REWIND_MAX),
             )?;
         }
         if let Some(m) = self.icy_metaint
-            && !(1..=65535).contains(&m)
+            && !(bounds::ICY_METAINT_MIN..=bounds::ICY_METAINT_MAX).contains(&m)
         {
             return Err(invalid(
                 format!("{prefix}.icy_metaint"),
-                "must be between 1 and 65535",
+                format!(
+                    "must be between {} and {}",
+                    bounds::ICY_METAINT_MIN,
+                    bounds::ICY_METAINT_MAX
+                ),
             ));
         }
         if let Some(s) = self.hls_segment {
             check_duration(
                 &format!("{prefix}.hls_segment"),
                 s,
-                Duration::from_secs(1),
-                Some(Duration::from_secs(60)),
+                Duration::from_secs(bounds::HLS_SEGMENT_MIN_SECS),
+                Some(Duration::from_secs(bounds::HLS_SEGMENT_MAX_SECS)),
             )?;
         }
         if let Some(p) = &self.source_password
@@ -412,7 +363,7 @@ impl StreamConfig {
             ));
         }
         if let Some(f) = &self.fallback
-            && !(f.starts_with("http://") || f.starts_with("https://") || f.starts_with("file://"))
+            && !bounds::FALLBACK_SCHEMES.iter().any(|s| f.starts_with(s))
         {
             return Err(invalid(
                 format!("{prefix}.fallback"),
@@ -428,8 +379,14 @@ impl StreamConfig {
             })?;
         }
         for (key, value) in [("title", &self.title), ("url", &self.url)] {
-            if value.as_ref().is_some_and(|v| v.len() > 4096) {
-                return Err(invalid(format!("{prefix}.{key}"), "at most 4096 bytes"));
+            if value
+                .as_ref()
+                .is_some_and(|v| v.len() > bounds::TEXT_MAX_BYTES)
+            {
+                return Err(invalid(
+                    format!("{prefix}.{key}"),
+                    format!("at most {} bytes", bounds::TEXT_MAX_BYTES),
+                ));
             }
         }
         Ok(())

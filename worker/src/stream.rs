@@ -292,6 +292,14 @@ impl Stream {
             .clone()
     }
 
+    /// See [`Chunker::raise_epoch`]; returns the epoch the next chunk gets (`None`: no ingest).
+    pub fn raise_epoch(&self, floor: u32) -> Option<u32> {
+        let ingest = self.ingest.as_ref()?;
+        let mut state = ingest.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.chunker.raise_epoch(floor);
+        Some(state.chunker.epoch())
+    }
+
     /// Apply changed settings in place: listeners stay connected.
     pub fn update_settings(&self, new: StreamSettings) {
         let old = self.settings();

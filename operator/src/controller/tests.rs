@@ -150,8 +150,8 @@ fn on_air() -> Result<Option<StreamReport>, MasterError> {
         source_connected: true,
         buffer_seconds: 600.0,
         listeners: 12,
-        slaves_alive: 2,
-        title: Some("Morning Edition".into()),
+        slaves_alive: Some(2),
+        title: "Morning Edition".into(),
     }))
 }
 

@@ -3,9 +3,8 @@
 //! - [`StaticStore`]: the config file's streams, held in memory (standalone). The admin API can
 //!   change them until the next restart.
 //! - [`RedisStore`]: the cluster's store (master and slaves), written by the operator or the
-//!   master's admin API. Layout (the contract with the operator, see `docs/cluster.md`):
-//!   SET `{prefix}:streams` of keys; STRING `{prefix}:stream:{key}` = `{"schema":1,"stream":{..}}`;
-//!   `PUBLISH {prefix}:config {key}` after every write or delete.
+//!   master's admin API. The layout and the document are the contract crate's
+//!   (`streammachine_contract::{Keys, Document}`, see `docs/cluster.md`).
 //!
 //! Both publish whole snapshots through a `watch` channel, so a consumer that misses an update
 //! still ends up with the latest state, and a consumer never sees a half-applied change.
@@ -18,22 +17,20 @@ use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::config::{ConfigError, StreamConfig, validate_key};
+use crate::config::{ConfigError, StreamConfig, ValidateStream, validate_key};
 use crate::retry::Backoff;
+use streammachine_contract::{Document, SchemaOnly};
+pub use streammachine_contract::{Keys, SCHEMA_VERSION};
 
 /// Stream configs by key.
 pub type Configs = BTreeMap<String, StreamConfig>;
 
 /// `None` until the store has been read once (a slave is not ready before that).
 pub type ConfigWatch = watch::Receiver<Option<Arc<Configs>>>;
-
-/// Version of the stored JSON document.
-pub const SCHEMA_VERSION: u64 = 1;
 
 /// How long one Redis operation may take before the store counts Redis as down.
 const REDIS_TIMEOUT: Duration = Duration::from_secs(5);
@@ -63,6 +60,34 @@ pub trait ConfigStore: Send + Sync {
     ) -> BoxFuture<'a, Result<(), StoreError>>;
     /// Remove a stream; removing an absent one is not an error.
     fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// The newest discontinuity epoch an earlier master ingested for `key`, as last read with
+    /// the configs. Only the cluster's store keeps it (standalone has its dump).
+    fn epoch_floor(&self, _key: &str) -> Option<u32> {
+        None
+    }
+    /// Remember that `key` reached `epoch` (written in the background; best effort).
+    fn record_epoch(&self, _key: &str, _epoch: u32) {}
+}
+
+/// A master's chunk sink that also records every epoch advance in the store, then passes the
+/// chunk on: a master restarted without a dump and without slaves continues the numbering.
+pub struct EpochRecorder {
+    pub inner: Option<Arc<dyn crate::stream::ChunkSink>>,
+    pub store: Arc<dyn ConfigStore>,
+    /// The newest epoch recorded (or read at start).
+    pub recorded: std::sync::atomic::AtomicU32,
+}
+
+impl crate::stream::ChunkSink for EpochRecorder {
+    fn publish(&self, stream: &str, chunk: &crate::core::chunk::Chunk) {
+        use std::sync::atomic::Ordering;
+        if self.recorded.fetch_max(chunk.epoch, Ordering::Relaxed) < chunk.epoch {
+            self.store.record_epoch(stream, chunk.epoch);
+        }
+        if let Some(inner) = &self.inner {
+            inner.publish(stream, chunk);
+        }
+    }
 }
 
 // === StaticStore ===
@@ -128,18 +153,6 @@ pub enum DocumentError {
     Invalid(#[from] ConfigError),
 }
 
-#[derive(Deserialize)]
-struct SchemaOnly {
-    schema: u64,
-}
-
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Document {
-    schema: u64,
-    stream: StreamConfig,
-}
-
 /// Parse and validate `{"schema":1,"stream":{...}}` stored for `key`.
 pub fn parse_document(key: &str, json: &str) -> Result<StreamConfig, DocumentError> {
     // The version first, so a newer schema is reported as such rather than as unknown fields.
@@ -154,10 +167,7 @@ pub fn parse_document(key: &str, json: &str) -> Result<StreamConfig, DocumentErr
 }
 
 pub fn encode_document(config: &StreamConfig) -> Result<String, serde_json::Error> {
-    serde_json::to_string(&Document {
-        schema: SCHEMA_VERSION,
-        stream: config.clone(),
-    })
+    serde_json::to_string(&Document::new(config.clone()))
 }
 
 /// What one stored key holds when read.
@@ -193,38 +203,25 @@ pub fn fold(previous: &Configs, read: Vec<(String, Stored)>) -> (Configs, Vec<(S
 
 // === RedisStore ===
 
-/// Redis key names under one prefix.
-#[derive(Debug, Clone)]
-pub struct Keys {
-    prefix: String,
-}
-
-impl Keys {
-    pub fn new(prefix: &str) -> Keys {
-        Keys {
-            prefix: prefix.to_string(),
-        }
-    }
-    /// SET of every stream key.
-    pub fn streams(&self) -> String {
-        format!("{}:streams", self.prefix)
-    }
-    /// STRING holding one stream's document.
-    pub fn stream(&self, key: &str) -> String {
-        format!("{}:stream:{key}", self.prefix)
-    }
-    /// Channel announcing changed keys.
-    pub fn channel(&self) -> String {
-        format!("{}:config", self.prefix)
-    }
-}
-
 pub struct RedisStore {
     client: redis::Client,
     commands: ConnectionManager,
     keys: Keys,
     tx: watch::Sender<Option<Arc<Configs>>>,
+    /// Stored epochs by stream key, read with the documents (before the snapshot that creates
+    /// a stream is published).
+    epochs: std::sync::Mutex<BTreeMap<String, u32>>,
 }
+
+// Only ever raises the stored epoch: a late write of an older value cannot lower it.
+// KEYS: epoch key. ARGV: epoch.
+const RAISE_EPOCH_SCRIPT: &str = r"
+local current = tonumber(redis.call('GET', KEYS[1]) or '-1') or -1
+if tonumber(ARGV[1]) > current then
+  redis.call('SET', KEYS[1], ARGV[1])
+end
+return 1
+";
 
 async fn timed<T>(
     f: impl std::future::Future<Output = redis::RedisResult<T>>,
@@ -256,6 +253,7 @@ impl RedisStore {
             commands,
             keys: Keys::new(prefix),
             tx: watch::Sender::new(None),
+            epochs: Default::default(),
         });
         tokio::spawn(store.clone().run(seed, shutdown));
         Ok(store)
@@ -381,6 +379,12 @@ impl RedisStore {
             } else {
                 None
             };
+            let epoch: Option<String> = timed(con.get(self.keys.epoch(&key))).await?;
+            if let Some(epoch) = epoch.and_then(|e| e.parse::<u32>().ok()) {
+                let mut epochs = self.epochs.lock().unwrap_or_else(|e| e.into_inner());
+                let known = epochs.entry(key.clone()).or_insert(epoch);
+                *known = (*known).max(epoch);
+            }
             out.push((key, doc.map_or(Stored::Absent, Stored::Document)));
         }
         Ok(out)
@@ -440,6 +444,34 @@ impl RedisStore {
 impl ConfigStore for RedisStore {
     fn watch(&self) -> ConfigWatch {
         self.tx.subscribe()
+    }
+
+    fn epoch_floor(&self, key: &str) -> Option<u32> {
+        let epochs = self.epochs.lock().unwrap_or_else(|e| e.into_inner());
+        epochs.get(key).copied()
+    }
+
+    fn record_epoch(&self, key: &str, epoch: u32) {
+        {
+            let mut epochs = self.epochs.lock().unwrap_or_else(|e| e.into_inner());
+            let known = epochs.entry(key.to_string()).or_insert(epoch);
+            *known = (*known).max(epoch);
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let mut con = self.commands.clone();
+        let redis_key = self.keys.epoch(key);
+        let stream = key.to_string();
+        runtime.spawn(async move {
+            let script = redis::Script::new(RAISE_EPOCH_SCRIPT);
+            let mut invocation = script.key(redis_key);
+            invocation.arg(epoch);
+            match timed(invocation.invoke_async::<i64>(&mut con)).await {
+                Ok(_) => debug!(stream = %stream, epoch, "Discontinuity epoch recorded."),
+                Err(e) => warn!(stream = %stream, epoch, error = %e, "Cannot record the discontinuity epoch; a restart without a dump may number discontinuities backwards."),
+            }
+        });
     }
 
     fn put<'a>(

@@ -69,6 +69,23 @@ impl Chunker {
         self.next_seq
     }
 
+    /// Never number epochs below `floor`, the newest epoch an earlier run of this stream
+    /// ingested (kept in the cluster's store): without a restored buffer, the next audio starts
+    /// the epoch after it, so `EXT-X-DISCONTINUITY-SEQUENCE` never goes back.
+    pub fn raise_epoch(&mut self, floor: u32) {
+        let next = if self.last_end.is_some() {
+            floor
+        } else {
+            floor.saturating_add(1)
+        };
+        self.epoch = self.epoch.max(next);
+    }
+
+    /// The epoch the next chunk gets (unless a new clock starts first).
+    pub fn epoch(&self) -> u32 {
+        self.epoch
+    }
+
     /// Add one frame; `now` is wall-clock microseconds, used only when a new clock starts.
     pub fn push(&mut self, frame: &Frame, now: i64, out: &mut Vec<Chunk>) {
         let restart = match &self.clock {

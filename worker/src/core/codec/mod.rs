@@ -6,74 +6,13 @@
 mod adts;
 mod mpeg;
 
-use std::fmt;
-use std::str::FromStr;
-
 use bytes::{Buf, Bytes, BytesMut};
-use serde::{Deserialize, Serialize};
 
 pub use adts::AdtsHeader;
 pub use mpeg::MpegHeader;
 
-/// The container formats a stream can carry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Format {
-    #[default]
-    Mp3,
-    Aac,
-}
-
-impl Format {
-    pub fn content_type(self) -> &'static str {
-        match self {
-            Format::Mp3 => "audio/mpeg",
-            Format::Aac => "audio/aac",
-        }
-    }
-
-    /// File extension used for playlists and HLS segments.
-    pub fn extension(self) -> &'static str {
-        match self {
-            Format::Mp3 => "mp3",
-            Format::Aac => "aac",
-        }
-    }
-
-    /// Whether an encoder's `Content-Type` header announces this format.
-    pub fn accepts_content_type(self, content_type: &str) -> bool {
-        let mime = content_type
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        match self {
-            Format::Mp3 => matches!(mime.as_str(), "audio/mpeg" | "audio/mp3" | "audio/mpeg3"),
-            Format::Aac => matches!(
-                mime.as_str(),
-                "audio/aac" | "audio/aacp" | "audio/x-aac" | "audio/adts"
-            ),
-        }
-    }
-}
-
-impl fmt::Display for Format {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.extension())
-    }
-}
-
-impl FromStr for Format {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.to_ascii_lowercase().as_str() {
-            "mp3" | "mpeg" => Ok(Format::Mp3),
-            "aac" | "adts" => Ok(Format::Aac),
-            other => Err(format!("unknown format `{other}` (expected mp3 or aac)")),
-        }
-    }
-}
+/// The container formats a stream can carry (part of the operator/worker contract).
+pub use streammachine_contract::Format;
 
 /// What every frame header tells us, whatever the codec.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
