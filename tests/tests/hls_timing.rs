@@ -127,3 +127,157 @@ async fn mp3_segments_have_exact_contiguous_timestamps() {
 async fn aac_segments_have_exact_contiguous_timestamps() {
     timing(Format::Aac).await;
 }
+
+/// A playlist's segments: (PROGRAM-DATE-TIME µs, EXTINF µs, discontinuity before, gap, URI).
+fn listed(playlist: &str) -> Vec<(i64, i64, bool, bool, String)> {
+    let (mut pdt, mut dur, mut disc, mut gap) = (0, 0, false, false);
+    let mut out = vec![];
+    for l in playlist.lines() {
+        if let Some(v) = l.strip_prefix("#EXT-X-PROGRAM-DATE-TIME:") {
+            pdt = v.parse::<jiff::Timestamp>().unwrap().as_microsecond();
+        } else if let Some(v) = l.strip_prefix("#EXTINF:") {
+            let secs: f64 = v.trim_end_matches(',').parse().unwrap();
+            dur = (secs * 1e6).round() as i64;
+        } else if l == "#EXT-X-DISCONTINUITY" {
+            disc = true;
+        } else if l == "#EXT-X-GAP" {
+            gap = true;
+        } else if !l.starts_with('#') && !l.is_empty() {
+            out.push((pdt, dur, disc, gap, l.to_string()));
+            (disc, gap) = (false, false);
+        }
+    }
+    out
+}
+
+/// PDT plus EXTINF is the next PDT unless a discontinuity is marked between them (PDT has
+/// milliseconds).
+fn assert_timeline(playlist: &str) {
+    let segs = listed(playlist);
+    for w in segs.windows(2) {
+        if !w[1].2 {
+            assert!(
+                (w[0].0 + w[0].1 - w[1].0).abs() <= 1_000,
+                "{} ends at {} but {} starts at {}, without a discontinuity:\n{playlist}",
+                w[0].4,
+                w[0].0 + w[0].1,
+                w[1].4,
+                w[1].0
+            );
+        }
+    }
+}
+
+async fn rewind(server: &Server, key: &str) -> Vec<streammachine::core::chunk::Chunk> {
+    let r = server
+        .admin_get(&format!("/api/streams/{key}/rewind"))
+        .await;
+    streammachine::core::dump::decode(key, &r.bytes().await.unwrap()).unwrap()
+}
+
+/// Regression: after a 14 s outage the playlist had one slot-long gap and then a jump in
+/// PROGRAM-DATE-TIME without a discontinuity.
+#[tokio::test]
+async fn gap_segments_cover_a_14_s_outage() {
+    let server = Server::standalone(&["--stream", "live"]).await;
+    let enc = Encoder::push(
+        &fixture(Format::Mp3, 20, 41),
+        Format::Mp3,
+        &server.source_url("live"),
+        Pace::Fast,
+        false,
+    );
+    assert!(enc.wait(T).await.success());
+    server
+        .wait_settled("live", Duration::from_millis(500), T)
+        .await;
+    let stop = rewind(&server, "live").await.last().unwrap().end();
+    // Content time ran ahead of the wall clock (fast feed): reconnect 14 s after it ends.
+    let back = stop + 14_000_000;
+    let wait = back - streammachine::time::now_micros();
+    if wait > 0 {
+        tokio::time::sleep(Duration::from_micros(wait as u64)).await;
+    }
+    let enc = Encoder::push(
+        &fixture(Format::Mp3, 30, 42),
+        Format::Mp3,
+        &server.source_url("live"),
+        Pace::Fast,
+        false,
+    );
+    assert!(enc.wait(T).await.success());
+    server
+        .wait_settled("live", Duration::from_millis(500), T)
+        .await;
+    let chunks = rewind(&server, "live").await;
+    let resumed = chunks.iter().find(|c| c.ts >= back - 1_000_000).unwrap();
+    assert!(resumed.is_discontinuity());
+    let outage = resumed.ts - stop;
+    assert!((14_000_000..16_000_000).contains(&outage), "outage {outage} µs");
+
+    let text = String::from_utf8(get(&server, "/live.m3u8").await.to_vec()).unwrap();
+    assert_timeline(&text);
+    let segs = listed(&text);
+    let gaps: i64 = segs.iter().filter(|s| s.3).map(|s| s.1).sum();
+    assert!((gaps - outage).abs() <= 2_000, "gaps {gaps} µs for an outage of {outage} µs:\n{text}");
+    assert!(segs.iter().any(|s| s.2), "no discontinuity:\n{text}");
+    let target: i64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-TARGETDURATION:"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(segs.iter().all(|s| s.1 <= target * 1_000_000));
+}
+
+/// Regression: when a new source took over inside a segment slot, the old source's audio in that
+/// slot was in no HLS segment.
+#[tokio::test]
+async fn a_source_switch_mid_slot_keeps_the_old_sources_audio() {
+    let server = Server::standalone(&["--stream", "live"]).await;
+    // Fed fast, so the new source continues right where the old one's content ends: wherever
+    // that falls in a slot (20.9 s is not a multiple of the segment length).
+    for (seconds, seed) in [(21, 51), (20, 52)] {
+        let enc = Encoder::push(
+            &fixture(Format::Mp3, seconds, seed),
+            Format::Mp3,
+            &server.source_url("live"),
+            Pace::Fast,
+            false,
+        );
+        assert!(enc.wait(T).await.success());
+        server
+            .wait_settled("live", Duration::from_millis(500), T)
+            .await;
+    }
+    let chunks = rewind(&server, "live").await;
+    let switch = chunks.iter().position(|c| c.is_discontinuity()).unwrap();
+    assert!(chunks[switch].ts % 6_000_000 > 100_000, "switch on a slot boundary");
+    let raw: Vec<u8> = chunks.iter().flat_map(|c| c.data.to_vec()).collect();
+    let boundary: usize = chunks[..switch].iter().map(|c| c.data.len()).sum();
+
+    let text = String::from_utf8(get(&server, "/live.m3u8").await.to_vec()).unwrap();
+    assert_timeline(&text);
+    let mut hls = vec![];
+    for (_, _, _, gap, uri) in listed(&text) {
+        assert!(!gap, "{text}");
+        let body = get(&server, &format!("/{uri}")).await;
+        let tag = 10
+            + ((body[6] as usize) << 21
+                | (body[7] as usize) << 14
+                | (body[8] as usize) << 7
+                | body[9] as usize);
+        hls.extend_from_slice(&body[tag..]);
+    }
+    // The segments together are one contiguous run of the buffer's audio, across the switch.
+    let start = raw
+        .windows(4096)
+        .position(|w| w == &hls[..4096])
+        .expect("HLS audio is the buffer's audio");
+    assert!(raw[start..].starts_with(&hls), "HLS audio has a hole");
+    assert!(
+        start < boundary && start + hls.len() > boundary,
+        "the switch at byte {boundary} is not inside the listed audio {start}..{}",
+        start + hls.len()
+    );
+}
