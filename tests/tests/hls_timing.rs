@@ -213,13 +213,19 @@ async fn gap_segments_cover_a_14_s_outage() {
     let resumed = chunks.iter().find(|c| c.ts >= back - 1_000_000).unwrap();
     assert!(resumed.is_discontinuity());
     let outage = resumed.ts - stop;
-    assert!((14_000_000..16_000_000).contains(&outage), "outage {outage} µs");
+    assert!(
+        (14_000_000..16_000_000).contains(&outage),
+        "outage {outage} µs"
+    );
 
     let text = String::from_utf8(get(&server, "/live.m3u8").await.to_vec()).unwrap();
     assert_timeline(&text);
     let segs = listed(&text);
     let gaps: i64 = segs.iter().filter(|s| s.3).map(|s| s.1).sum();
-    assert!((gaps - outage).abs() <= 2_000, "gaps {gaps} µs for an outage of {outage} µs:\n{text}");
+    assert!(
+        (gaps - outage).abs() <= 2_000,
+        "gaps {gaps} µs for an outage of {outage} µs:\n{text}"
+    );
     assert!(segs.iter().any(|s| s.2), "no discontinuity:\n{text}");
     let target: i64 = text
         .lines()
@@ -252,7 +258,10 @@ async fn a_source_switch_mid_slot_keeps_the_old_sources_audio() {
     }
     let chunks = rewind(&server, "live").await;
     let switch = chunks.iter().position(|c| c.is_discontinuity()).unwrap();
-    assert!(chunks[switch].ts % 6_000_000 > 100_000, "switch on a slot boundary");
+    assert!(
+        chunks[switch].ts % 6_000_000 > 100_000,
+        "switch on a slot boundary"
+    );
     let raw: Vec<u8> = chunks.iter().flat_map(|c| c.data.to_vec()).collect();
     let boundary: usize = chunks[..switch].iter().map(|c| c.data.len()).sum();
 
