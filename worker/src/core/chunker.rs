@@ -4,6 +4,10 @@
 //! the previous chunk if that is later, so time never runs backwards), and every later chunk starts
 //! exactly where the samples before it end. A source that pushes faster than real time therefore
 //! produces future timestamps, which is what lets tests feed audio fast and still be honest.
+//!
+//! A clock counts samples since the Unix epoch at the source's rate and starts on a whole sample,
+//! so a chunk's microsecond timestamp is its first sample's time rounded down and the exact sample
+//! is recoverable from it (see [`crate::time`]); HLS timestamps depend on that.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,19 +16,22 @@ use bytes::Bytes;
 
 use crate::core::chunk::{Chunk, FLAG_DISCONTINUITY, Meta};
 use crate::core::codec::{Frame, Header};
+use crate::time::{micros_of_sample, sample_of_micros};
 
 struct Clock {
     header: Header,
     codec: Arc<str>,
+    /// The first sample, counted since the epoch at `rate`.
     start: i64,
-    rate: u64,
+    rate: u32,
     /// Samples emitted since `start`.
     samples: u64,
 }
 
 impl Clock {
     fn at(&self, samples: u64) -> i64 {
-        self.start + (samples.saturating_mul(1_000_000) / self.rate) as i64
+        let n = i64::try_from(samples).unwrap_or(i64::MAX);
+        micros_of_sample(self.start.saturating_add(n), self.rate)
     }
 }
 
@@ -95,6 +102,7 @@ impl Chunker {
         if restart {
             self.flush(out);
             let start = self.last_end.map_or(now, |end| end.max(now));
+            let rate = frame.header.sample_rate().max(1);
             self.discontinuity = self.last_end.is_some();
             if self.discontinuity {
                 self.epoch = self.epoch.wrapping_add(1);
@@ -102,8 +110,8 @@ impl Chunker {
             self.clock = Some(Clock {
                 header: frame.header,
                 codec: Arc::from(frame.header.codec_key()),
-                start,
-                rate: u64::from(frame.header.sample_rate().max(1)),
+                start: sample_of_micros(start, rate),
+                rate,
                 samples: 0,
             });
         }
@@ -218,12 +226,19 @@ mod tests {
         }
         assert_eq!(out[0].ts, 1_000_000);
         assert_eq!(out[0].seq, 100);
+        // Every chunk starts on a whole sample of the epoch's grid, recoverable from its µs.
+        let first = sample_of_micros(out[0].ts, 44100);
+        let mut at = first;
+        for ch in &out {
+            assert_eq!(sample_of_micros(ch.ts, 44100), at);
+            at += i64::from(ch.samples);
+        }
         let total: u64 = out.iter().map(|c| u64::from(c.samples)).sum();
         assert_eq!(total, 1000 * 1152);
         // Exact end time: 1000 frames * 1152 samples at 44.1 kHz.
         assert_eq!(
             out.last().unwrap().end(),
-            1_000_000 + 1152 * 1000 * 1_000_000 / 44100
+            micros_of_sample(first + 1152 * 1000, 44100)
         );
         assert!(out.iter().all(|c| !c.is_discontinuity()));
     }
@@ -260,7 +275,12 @@ mod tests {
         for f in mp3_frames(40) {
             c.push(&f, end + 10_000_000, &mut out);
         }
-        assert_eq!(out[n].ts, end + 10_000_000);
+        // On the first whole sample from then.
+        assert_eq!(
+            out[n].ts,
+            micros_of_sample(sample_of_micros(end + 10_000_000, 44100), 44100)
+        );
+        assert!((0..23).contains(&(out[n].ts - end - 10_000_000)));
         assert!(out[n].is_discontinuity());
         assert!(!out[n + 1].is_discontinuity());
         assert_eq!(

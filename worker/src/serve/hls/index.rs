@@ -7,9 +7,16 @@
 //!   a segment is never longer than `L` plus one frame.
 //! * A slot without audio (a source gap) is an `EXT-X-GAP` segment, which keeps media sequence
 //!   numbers consecutive and aligned across the variants of a group.
-//! * When the source changes inside a slot, the slot belongs to the new source: its segment holds
-//!   only the frames after the last discontinuity in the slot (a segment cannot carry a
-//!   discontinuity inside it), so it begins with `EXT-X-DISCONTINUITY`.
+//! * A source change (a discontinuity) inside slot `k` ends segment `k` there, so the old source's
+//!   tail is kept; the new source's audio in the rest of slot `k` starts segment `k + 1`, which
+//!   then runs to the end of slot `k + 1` (up to two slots long, which the target duration allows
+//!   for). A discontinuity within [`SLIVER_US`] of a slot start begins that slot's segment instead.
+//!   Only when a source lasts less than the rest of its slot do two discontinuities compete for
+//!   one segment: the newer source owns it and the short one's frames are not in HLS.
+//! * Gap segments tile the time no audio covers: the first starts where the audio before it ends,
+//!   the last ends where the audio after it begins, so `PROGRAM-DATE-TIME` plus `EXTINF` is the
+//!   next segment's `PROGRAM-DATE-TIME` across an outage.
+//! * A segment's timestamp is its first sample, exact (see [`crate::time`]).
 //! * A slot is listed only once it is complete: the buffer holds audio reaching its end (later
 //!   audio can then only land in later slots, as content time never runs backwards) and nothing of
 //!   it has been evicted. A slot whose audio stopped (station off air) waits for the next audio.
@@ -27,10 +34,14 @@ use std::time::Duration;
 use crate::core::chunk::{Chunk, Meta};
 use crate::core::codec::{AdtsHeader, Format, MpegHeader};
 use crate::core::rewind::RewindBuffer;
+use crate::time::{micros_of_sample, pts90k_of_sample, sample_of_micros};
 
 /// The longest frame of any codec we parse (ADTS with four raw blocks at 7350 Hz: 557 ms),
 /// rounded up. A segment never exceeds `L` plus one frame.
 const MAX_FRAME_US: i64 = 600_000;
+/// A discontinuity this close after a slot start begins that slot's segment (the gap before it
+/// absorbs the sliver) rather than a two-slot segment after a sliver of a gap.
+const SLIVER_US: i64 = MAX_FRAME_US;
 /// When the buffer is evicting, this many complete segments after the (partial) head slot stay
 /// out of the playlist, so a client can still fetch every segment it was shown for that long.
 pub const HEAD_MARGIN_SEGMENTS: i64 = 2;
@@ -38,10 +49,11 @@ pub const HEAD_MARGIN_SEGMENTS: i64 = 2;
 /// before it is not listed, instead of millions of gap segments.
 const MAX_GAP_US: i64 = 24 * 3600 * 1_000_000;
 
-/// `EXT-X-TARGETDURATION` for a segment length: whole seconds, at least `L` plus one frame, and
-/// derived from the setting alone so it never changes with the audio.
+/// `EXT-X-TARGETDURATION` for a segment length: whole seconds, at least the longest segment (two
+/// slots plus a frame, after a source change mid-slot; a gap before a sliver), and derived from
+/// the setting alone so it never changes with the audio.
 pub fn target_duration(segment_len_us: i64) -> u64 {
-    ((segment_len_us.max(1) + MAX_FRAME_US + 999_999) / 1_000_000) as u64
+    ((2 * segment_len_us.max(1) + MAX_FRAME_US.max(SLIVER_US) + 999_999) / 1_000_000) as u64
 }
 
 pub fn segment_len_us(d: Duration) -> i64 {
@@ -64,6 +76,20 @@ pub struct Span {
     /// Now-playing metadata at the segment's first frame.
     pub meta: Arc<Meta>,
     pub codec: Arc<str>,
+    /// The first sample, counted since the epoch at `rate` (0 if the codec's rate is unknown).
+    pub first_sample: i64,
+    pub rate: u32,
+}
+
+impl Span {
+    /// The 90 kHz timestamp of the first sample.
+    pub fn pts90k(&self, start: i64) -> u64 {
+        if self.rate == 0 {
+            super::id3::pts90k(start)
+        } else {
+            pts90k_of_sample(self.first_sample, self.rate)
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,6 +140,8 @@ pub struct IndexKey {
     head_slot: i64,
     head_whole: bool,
     tail_slot: i64,
+    /// A discontinuity ends the segment it falls in, before that slot's end.
+    tail_epoch: u32,
     evicting: bool,
 }
 
@@ -125,8 +153,9 @@ impl IndexKey {
         Some(IndexKey {
             segment_len: l,
             head_slot: first.ts.div_euclid(l),
-            head_whole: first.is_discontinuity() || first.ts.rem_euclid(l) == 0,
+            head_whole: first.is_discontinuity(),
             tail_slot: last.end().div_euclid(l),
+            tail_epoch: last.epoch,
             evicting: evicting(buffer, l),
         })
     }
@@ -146,6 +175,7 @@ impl Index {
             titles: vec![],
             acc: None,
             last_title: None,
+            run_msn: i64::MIN,
         };
         let mut prev: Option<&Chunk> = None;
         let mut pieces = Vec::new();
@@ -166,7 +196,7 @@ impl Index {
         }
         if let (Some(acc), Some(last)) = (b.acc.take(), buffer.last()) {
             // The newest slot is complete once audio reaches its end.
-            if last.end() >= (acc.slot + 1) * l {
+            if last.end() >= (acc.msn + 1) * l {
                 b.finish(acc);
             }
         }
@@ -204,6 +234,8 @@ impl Index {
 struct Piece<'a> {
     slot: i64,
     start: i64,
+    /// The first sample (see [`Span::first_sample`]).
+    sample: i64,
     end: i64,
     from: usize,
     to: usize,
@@ -211,6 +243,11 @@ struct Piece<'a> {
     /// Chunks are missing right before this piece (same epoch).
     hole: bool,
     chunk: &'a Chunk,
+}
+
+/// The sample rate in a codec key such as `mp3-44100-128-s`.
+fn rate_of(codec: &str) -> Option<u32> {
+    codec.split('-').nth(1)?.parse().ok().filter(|&r| r > 0)
 }
 
 fn format_of(codec: &str) -> Option<Format> {
@@ -257,10 +294,17 @@ fn frame_sizes(format: Format, data: &[u8]) -> Option<Vec<FrameSize>> {
 
 /// Cut a chunk at the slot boundaries it straddles, on frame boundaries.
 fn split<'a>(c: &'a Chunk, disc: bool, hole: bool, l: i64, out: &mut Vec<Piece<'a>>) {
+    let rate = rate_of(&c.codec).unwrap_or(0);
+    let first = if rate == 0 {
+        0
+    } else {
+        sample_of_micros(c.ts, rate)
+    };
     let whole = |out: &mut Vec<Piece<'a>>| {
         out.push(Piece {
             slot: c.ts.div_euclid(l),
             start: c.ts,
+            sample: first,
             end: c.end(),
             from: 0,
             to: c.data.len(),
@@ -277,13 +321,14 @@ fn split<'a>(c: &'a Chunk, disc: bool, hole: bool, l: i64, out: &mut Vec<Piece<'
     let Some(frames) = format_of(&c.codec).and_then(|f| frame_sizes(f, &c.data)) else {
         return whole(out);
     };
-    let Some(rate) = frames.first().map(|f| u64::from(f.rate.max(1))) else {
+    if frames.first().is_none_or(|f| f.rate != rate) {
         return whole(out);
-    };
-    let (mut offset, mut samples) = (0usize, 0u64);
+    }
+    let (mut offset, mut samples) = (0usize, 0i64);
     let mut cur = Piece {
         slot: c.ts.div_euclid(l),
         start: c.ts,
+        sample: first,
         end: c.ts,
         from: 0,
         to: 0,
@@ -292,7 +337,7 @@ fn split<'a>(c: &'a Chunk, disc: bool, hole: bool, l: i64, out: &mut Vec<Piece<'
         chunk: c,
     };
     for f in &frames {
-        let t = (c.ts + (samples.saturating_mul(1_000_000) / rate) as i64).min(c.end());
+        let t = micros_of_sample(first + samples, rate).min(c.end());
         let slot = t.div_euclid(l);
         if slot > cur.slot {
             cur.end = t;
@@ -300,6 +345,7 @@ fn split<'a>(c: &'a Chunk, disc: bool, hole: bool, l: i64, out: &mut Vec<Piece<'
             let next = Piece {
                 slot,
                 start: t,
+                sample: first + samples,
                 end: t,
                 from: offset,
                 to: offset,
@@ -310,7 +356,7 @@ fn split<'a>(c: &'a Chunk, disc: bool, hole: bool, l: i64, out: &mut Vec<Piece<'
             out.push(std::mem::replace(&mut cur, next));
         }
         offset += f.len;
-        samples += u64::from(f.samples);
+        samples += i64::from(f.samples);
     }
     cur.end = c.end();
     cur.to = offset;
@@ -318,7 +364,7 @@ fn split<'a>(c: &'a Chunk, disc: bool, hole: bool, l: i64, out: &mut Vec<Piece<'
 }
 
 struct Acc {
-    slot: i64,
+    msn: i64,
     start: i64,
     end: i64,
     /// Nothing of this slot's segment is missing (from the buffer's head, or in a hole).
@@ -328,9 +374,9 @@ struct Acc {
 }
 
 impl Acc {
-    fn new(p: &Piece<'_>, whole: bool) -> Acc {
+    fn new(p: &Piece<'_>, msn: i64, whole: bool) -> Acc {
         Acc {
-            slot: p.slot,
+            msn,
             start: p.start,
             end: p.end,
             whole,
@@ -344,6 +390,8 @@ impl Acc {
                 bytes: p.to - p.from,
                 meta: p.chunk.meta.clone(),
                 codec: p.chunk.codec.clone(),
+                first_sample: p.sample,
+                rate: rate_of(&p.chunk.codec).unwrap_or(0),
             },
         }
     }
@@ -355,9 +403,28 @@ struct Builder {
     titles: Vec<TitleChange>,
     acc: Option<Acc>,
     last_title: Option<Arc<Meta>>,
+    /// The first segment of the current run of audio (since its discontinuity): its pieces in an
+    /// earlier slot belong to this segment.
+    run_msn: i64,
 }
 
 impl Builder {
+    /// The segment a run beginning at `d` (a discontinuity) starts: the next one after the audio
+    /// before it if that audio reaches `d`'s slot, else `d`'s slot if `d` is within a sliver of
+    /// its start, else the slot after.
+    fn run_start(&self, d: i64) -> i64 {
+        let slot = d.div_euclid(self.l);
+        let prev = match &self.acc {
+            Some(a) => Some((a.msn, a.end)),
+            None => self.segments.last().map(|s| (s.msn as i64, s.end())),
+        };
+        match prev {
+            Some((msn, end)) if end >= slot * self.l => msn + 1,
+            _ if d - slot * self.l < SLIVER_US => slot,
+            _ => slot + 1,
+        }
+    }
+
     fn piece(&mut self, p: Piece<'_>) {
         if p.from == 0 {
             let meta = &p.chunk.meta;
@@ -370,18 +437,23 @@ impl Builder {
             }
             self.last_title = Some(meta.clone());
         }
+        if p.disc {
+            self.run_msn = self.run_start(p.start);
+        }
+        let msn = p.slot.max(self.run_msn);
         match self.acc.take() {
             None => {
-                // The buffer's oldest slot is whole only if nothing of it can have been evicted.
-                let whole = p.disc || p.start == p.slot * self.l;
-                self.acc = Some(Acc::new(&p, whole));
+                // The buffer's oldest segment is whole only if its start is in the buffer, which
+                // only a discontinuity proves: the run before may have begun in the slot before.
+                self.acc = Some(Acc::new(&p, msn, p.disc));
             }
-            Some(a) if p.slot < a.slot => self.acc = Some(a),
-            Some(a) if p.slot == a.slot && p.disc => {
-                // The new source owns the slot: earlier frames in it are dropped.
-                self.acc = Some(Acc::new(&p, true));
+            Some(a) if msn < a.msn => self.acc = Some(a),
+            Some(a) if msn == a.msn && p.disc => {
+                // A source that lasted less than the rest of its slot: the newer source owns the
+                // segment (a segment cannot carry a discontinuity inside it).
+                self.acc = Some(Acc::new(&p, msn, true));
             }
-            Some(mut a) if p.slot == a.slot => {
+            Some(mut a) if msn == a.msn => {
                 a.whole &= !p.hole;
                 a.end = p.end;
                 if a.span.last_seq != p.chunk.seq {
@@ -393,32 +465,40 @@ impl Builder {
                 self.acc = Some(a);
             }
             Some(mut a) => {
-                let next = p.slot;
-                let gap_from = a.slot + 1;
+                let gap_from = a.msn + 1;
                 // Missing chunks right after `a` leave its slot short of its end.
-                if p.hole && a.end < (a.slot + 1) * self.l {
+                if p.hole && a.end < (a.msn + 1) * self.l {
                     a.whole = false;
                 }
                 self.finish(a);
-                if (next - gap_from).saturating_mul(self.l) > MAX_GAP_US {
+                if (msn - gap_from).saturating_mul(self.l) > MAX_GAP_US {
                     self.segments.clear();
                 } else {
-                    for slot in gap_from..next {
-                        self.push(slot, slot * self.l, self.l, p.chunk.epoch, None);
+                    // Gaps tile the time from the audio before to the audio after.
+                    let mut from = self.segments.last().map_or(gap_from * self.l, Segment::end);
+                    for slot in gap_from..msn {
+                        let to = if slot + 1 == msn {
+                            p.start
+                        } else {
+                            (slot + 1) * self.l
+                        };
+                        self.push(slot, from, to - from, p.chunk.epoch, None);
+                        from = to;
                     }
                 }
-                self.acc = Some(Acc::new(&p, true));
+                self.acc = Some(Acc::new(&p, msn, true));
             }
         }
     }
 
     fn finish(&mut self, a: Acc) {
         if a.whole {
-            self.push(a.slot, a.start, a.end - a.start, a.epoch, Some(a.span));
+            self.push(a.msn, a.start, a.end - a.start, a.epoch, Some(a.span));
         } else if !self.segments.is_empty() {
             // Incomplete inside the buffer (chunks still being repaired): a gap for now, so the
             // sequence numbers stay consecutive.
-            self.push(a.slot, a.slot * self.l, self.l, a.epoch, None);
+            let from = self.segments.last().map_or(a.msn * self.l, Segment::end);
+            self.push(a.msn, from, (a.msn + 1) * self.l - from, a.epoch, None);
         }
     }
 

@@ -6,7 +6,7 @@
 
 use bytes::{Bytes, BytesMut};
 
-use super::id3::{Id3Frame, pts90k, title_frames, write_tag};
+use super::id3::{Id3Frame, title_frames, write_tag};
 use super::index::{Segment, Span};
 use crate::core::chunk::Chunk;
 
@@ -25,7 +25,7 @@ pub fn build<'a>(
 ) -> Result<Bytes, SegmentError> {
     let span = seg.media.as_ref().ok_or(SegmentError::Gap)?;
     let mut out = BytesMut::with_capacity(span.bytes + 256);
-    let mut lead = vec![Id3Frame::Timestamp(pts90k(seg.start))];
+    let mut lead = vec![Id3Frame::Timestamp(span.pts90k(seg.start))];
     if !span.meta.title.is_empty() {
         lead.extend(title_frames(&span.meta.title));
     }

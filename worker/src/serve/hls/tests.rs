@@ -6,14 +6,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::id3::pts90k;
-use super::index::{Index, IndexKey, target_duration};
+use super::index::{Index, IndexKey, Segment, Span, target_duration};
 use super::playlist::{PlaylistQuery, Rendered, render};
 use super::segment;
 use crate::core::chunk::{Chunk, Meta};
 use crate::core::chunker::Chunker;
 use crate::core::codec::{Format, Frame, frames_of};
 use crate::core::rewind::RewindBuffer;
+use crate::time::{pts90k_of_sample, sample_of_micros};
 
 const L: i64 = 6_000_000;
 
@@ -239,20 +239,29 @@ fn playlist_rules_hold_over_hours_of_reloads() {
                     s.pdt,
                     next.pdt
                 );
-                if !next.discontinuity && !s.gap {
-                    // Without a discontinuity the media timeline continues exactly (a gap
-                    // segment, which has no media, ends at its slot boundary).
-                    assert!((a + (s.extinf * 1e6).round() as i64 - b).abs() <= 1000);
+                if !next.discontinuity {
+                    // Without a discontinuity the timeline continues exactly, also through gap
+                    // segments (PDT has milliseconds, EXTINF microseconds).
+                    assert!(
+                        (a + (s.extinf * 1e6).round() as i64 - b).abs() <= 1000,
+                        "{} + {} is not {}",
+                        s.pdt,
+                        s.extinf,
+                        next.pdt
+                    );
                 }
             }
-            // Identity from content time: the sequence number is the slot of the start.
+            // Identity from content time: the sequence number is the slot of the start, or the
+            // slot after it for a source that began mid-slot (and a gap after an outage).
             let slot = pdt_micros(&s.pdt).div_euclid(L) as u64;
-            assert_eq!(slot, s.msn, "msn {} at {}", s.msn, s.pdt);
+            assert!(
+                slot == s.msn || slot + 1 == s.msn,
+                "msn {} at {}",
+                s.msn,
+                s.pdt
+            );
             gaps += usize::from(s.gap);
             discs += usize::from(s.discontinuity);
-            if s.gap {
-                assert_eq!(s.extinf, L as f64 / 1e6);
-            }
         }
         // Sequence numbers are consecutive by construction; media and discontinuity sequence
         // numbers never go back between reloads, and a segment keeps its lines and its
@@ -458,7 +467,11 @@ fn segment_bodies_are_frames_of_their_slot_with_timestamp_and_titles() {
         let body = segment::build(s, buffer.range(span.first_seq, span.last_seq)).unwrap();
         // The timestamp tag first.
         assert_eq!(&body[..3], b"ID3");
-        assert_eq!(&body[65..73], &pts90k(s.start).to_be_bytes());
+        let first_frame = (0..frames.len())
+            .find(|&i| (t0 + (i as f64 * frame_us) as i64).div_euclid(L) as u64 == s.msn)
+            .unwrap();
+        let exact = sample_of_micros(t0, 44100) + first_frame as i64 * 1152;
+        assert_eq!(&body[65..73], &pts90k_of_sample(exact, 44100).to_be_bytes());
         // Then exactly the frames whose first sample lies in the slot.
         let in_slot: Vec<usize> = (0..frames.len())
             .filter(|&i| {
@@ -540,45 +553,279 @@ fn count_tags(body: &Bytes) -> usize {
     n
 }
 
-#[test]
-fn a_new_source_owns_its_slot_and_gaps_are_listed() {
-    let t0 = 1_764_000_000_000_000i64 - 1_764_000_000_000_000i64 % L;
-    let mut chunker = Chunker::new(Duration::from_millis(500), 1, None, meta(""));
-    let mut out = vec![];
-    for f in &mp3_frames(400, 0) {
-        chunker.push(f, t0, &mut out); // ~10.4 s: slot 0 whole, slot 1 partial
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Mp3(u32),
+    Aac(u32),
+}
+
+impl Kind {
+    fn rate(self) -> u32 {
+        match self {
+            Kind::Mp3(r) | Kind::Aac(r) => r,
+        }
     }
-    chunker.new_source(&mut out);
-    // Back 20 s later: slots 2 and 3 are gaps... no: 1 partial, then gap slots, then new audio.
-    let back = out.last().unwrap().end() + 20_000_000;
-    for f in &mp3_frames(600, 400) {
-        chunker.push(f, back, &mut out);
+
+    /// `n` valid frames (128 kbps MPEG-1 layer III, or AAC LC stereo ADTS), numbered from `first`.
+    fn frames(self, n: usize, first: usize) -> Vec<Frame> {
+        let mut data = vec![];
+        for i in first..first + n {
+            let mut f = match self {
+                Kind::Mp3(44100) => mp3_frames(1, i)[0].data.to_vec(),
+                Kind::Mp3(rate) => {
+                    let (index, len) = match rate {
+                        48000 => (1, 384),
+                        _ => (2, 576),
+                    };
+                    let mut f = vec![0xFF, 0xFB, 0x90 | (index << 2), 0x64];
+                    f.resize(len, (i % 251) as u8);
+                    f
+                }
+                Kind::Aac(rate) => {
+                    let index = if rate == 48000 { 3 } else { 4 };
+                    let len = 300 + i % 7;
+                    let mut f = vec![
+                        0xFF,
+                        0xF1,
+                        (1 << 6) | (index << 2),
+                        (2 << 6) | ((len >> 11) & 0x3) as u8,
+                        ((len >> 3) & 0xFF) as u8,
+                        (((len & 0x7) << 5) as u8) | 0x1F,
+                        0xFC,
+                    ];
+                    f.resize(len, (i % 251) as u8);
+                    f
+                }
+            };
+            f[4 + usize::from(matches!(self, Kind::Aac(_))) * 3..][..1]
+                .copy_from_slice(&[(i % 256) as u8]);
+            data.extend(f);
+        }
+        let format = match self {
+            Kind::Mp3(_) => Format::Mp3,
+            Kind::Aac(_) => Format::Aac,
+        };
+        let frames = frames_of(format, &data);
+        assert_eq!(frames.len(), n);
+        frames
     }
-    chunker.flush(&mut out);
-    let mut buffer = RewindBuffer::new(Duration::from_secs(3600));
-    for c in &out {
+}
+
+fn buffer_of(chunks: &[Chunk]) -> RewindBuffer {
+    let mut buffer = RewindBuffer::new(Duration::from_secs(4 * 3600));
+    for c in chunks {
         buffer.push(c.clone());
     }
-    let index = Index::build(&buffer, L);
-    let s = &index.segments;
-    let base = (t0 / L) as u64;
-    assert_eq!(s[0].msn, base);
-    assert!(!s[0].discontinuity && s[0].media.is_some());
-    // The old source's last partial slot, then gaps up to the slot where the new source begins.
-    assert!(s[1].media.is_some() && s[1].duration < L);
-    let first_new = s.iter().position(|x| x.start >= back).unwrap();
-    for g in &s[2..first_new] {
-        assert!(g.media.is_none());
+    buffer
+}
+
+/// The samples of a segment's audio, counted from its body.
+fn samples_in(body: &Bytes, kind: Kind) -> i64 {
+    let audio = strip_id3(body);
+    let format = match kind {
+        Kind::Mp3(_) => Format::Mp3,
+        Kind::Aac(_) => Format::Aac,
+    };
+    frames_of(format, &audio)
+        .iter()
+        .map(|f| i64::from(f.header.samples()))
+        .sum()
+}
+
+/// Rounded back to samples as a demuxer does.
+fn samples_of_pts(ticks: u64, rate: u32) -> i64 {
+    ((i128::from(ticks) * i128::from(rate) * 2 + 90_000).div_euclid(180_000)) as i64
+}
+
+/// Regression: the ID3 timestamp was the µs content time truncated to 90 kHz, up to a tick before
+/// the previous segment's exact end, which ffmpeg reports as non-monotonic timestamps.
+#[test]
+fn segment_timestamps_are_contiguous_in_samples() {
+    for kind in [
+        Kind::Mp3(44100),
+        Kind::Mp3(48000),
+        Kind::Aac(44100),
+        Kind::Aac(48000),
+    ] {
+        let rate = kind.rate();
+        // Small content times, so the 33-bit timestamp does not wrap and compares directly.
+        let t0 = 1_234_567;
+        let mut chunker = Chunker::new(Duration::from_millis(500), 1, None, meta("x"));
+        let mut out = vec![];
+        for f in &kind.frames(10_000, 0) {
+            chunker.push(f, t0, &mut out);
+        }
+        chunker.flush(&mut out);
+        let buffer = buffer_of(&out);
+        let index = Index::build(&buffer, L);
+        let segs: Vec<_> = index
+            .segments
+            .iter()
+            .filter(|s| s.media.is_some())
+            .collect();
+        assert!(segs.len() > 30, "{kind:?}");
+        let mut expected = None;
+        for s in segs {
+            let span = s.media.as_ref().unwrap();
+            let body = segment::build(s, buffer.range(span.first_seq, span.last_seq)).unwrap();
+            let pts = u64::from_be_bytes(body[65..73].try_into().unwrap());
+            let first = samples_of_pts(pts, rate);
+            assert_eq!(first, span.first_sample, "{kind:?} segment {}", s.msn);
+            if let Some(e) = expected {
+                assert_eq!(
+                    first, e,
+                    "{kind:?}: segment {} is not where the last ended",
+                    s.msn
+                );
+            }
+            expected = Some(first + samples_in(&body, kind));
+        }
     }
-    assert!(
-        s[2].discontinuity,
-        "the gap after the old source starts the new source's epoch"
-    );
-    assert!(s[3..=first_new].iter().all(|x| !x.discontinuity));
-    assert_eq!(s[first_new].start, back);
-    assert_eq!((s[1].dsn, s[2].dsn, s[first_new].dsn), (0, 1, 1));
-    // Consecutive sequence numbers throughout.
-    for w in s.windows(2) {
-        assert_eq!(w[1].msn, w[0].msn + 1);
+}
+
+/// Regression: after an outage the playlist had one slot-aligned gap segment and then a jump in
+/// PROGRAM-DATE-TIME without a discontinuity.
+#[test]
+fn gap_segments_cover_an_outage() {
+    for phase in 0..12 {
+        let t0 = 1_764_000_000_000_000i64 - 1_764_000_000_000_000i64 % L + phase * 500_000;
+        let mut chunker = Chunker::new(Duration::from_millis(500), 1, None, meta(""));
+        let mut out = vec![];
+        for f in &mp3_frames(800, 0) {
+            chunker.push(f, t0, &mut out);
+        }
+        chunker.new_source(&mut out);
+        let stop = out.last().unwrap().end();
+        let back = stop + 14_000_000;
+        for f in &mp3_frames(800, 800) {
+            chunker.push(f, back, &mut out);
+        }
+        chunker.flush(&mut out);
+        let index = Index::build(&buffer_of(&out), L);
+        let s = &index.segments;
+        let mut gap_total = 0;
+        for w in s.windows(2) {
+            assert_eq!(w[1].msn, w[0].msn + 1);
+            // Continuous: PDT plus EXTINF is the next PDT (also into the new source's audio).
+            assert_eq!(w[0].end(), w[1].start, "phase {phase}: {:?}", w);
+            assert!(w[0].duration > 0);
+            assert!(w[0].duration <= target_duration(L) as i64 * 1_000_000);
+        }
+        for g in s.iter().filter(|g| g.media.is_none()) {
+            assert!(g.start >= stop && g.end() <= back);
+            gap_total += g.duration;
+        }
+        let after = s.iter().position(|x| x.start >= back).unwrap();
+        assert_eq!(s[after].start, back);
+        assert!(s[after].media.is_some());
+        // The change of source is marked, before the gap.
+        let first_gap = s.iter().position(|x| x.media.is_none()).unwrap();
+        assert!(s[first_gap].discontinuity);
+        assert!(s.iter().filter(|x| x.discontinuity).count() == 1);
+        assert_eq!(gap_total, back - stop, "phase {phase}");
+    }
+}
+
+/// The audio segments' spans tile the buffer: each starts where the one before ends.
+fn assert_tiles(buffer: &RewindBuffer, segs: &[Segment]) {
+    let mut prev: Option<&Span> = None;
+    for s in segs.iter().filter(|s| s.media.is_some()) {
+        let span = s.media.as_ref().unwrap();
+        if let Some(p) = prev {
+            let last = buffer.range(p.last_seq, p.last_seq).next().unwrap();
+            let continues = if p.last_end == last.data.len() {
+                span.first_seq == p.last_seq + 1 && span.first_offset == 0
+            } else {
+                span.first_seq == p.last_seq && span.first_offset == p.last_end
+            };
+            assert!(
+                continues,
+                "segment {} does not continue the one before: {p:?} {span:?}",
+                s.msn
+            );
+        }
+        prev = Some(span);
+    }
+}
+
+/// Regression: a source switch inside a slot gave the slot to the new source, and the old
+/// source's frames in it were in no segment.
+#[test]
+fn a_source_switch_mid_slot_keeps_every_frame() {
+    for kind in [Kind::Mp3(44100), Kind::Aac(48000)] {
+        let t0 = 1_764_000_000_000_000i64 - 1_764_000_000_000_000i64 % L;
+        let frame_us = 1024 * 1_000_000 / i64::from(kind.rate());
+        let frame_us = if matches!(kind, Kind::Mp3(_)) {
+            frame_us * 1152 / 1024
+        } else {
+            frame_us
+        };
+        let mut chunker = Chunker::new(Duration::from_millis(500), 1, None, meta("A"));
+        let mut out = vec![];
+        // A runs until 1 s into slot 3, B connects 1.5 s later.
+        let a = ((3 * L + 1_000_000) / frame_us) as usize;
+        for f in &kind.frames(a, 0) {
+            chunker.push(f, t0, &mut out);
+        }
+        chunker.new_source(&mut out);
+        let a_end = out.last().unwrap().end();
+        assert!((a_end - t0 - 3 * L - 1_000_000).abs() < frame_us);
+        chunker.set_meta(meta("B"), &mut out);
+        for f in &kind.frames(1000, a) {
+            chunker.push(f, a_end + 1_500_000, &mut out);
+        }
+        chunker.flush(&mut out);
+        let buffer = buffer_of(&out);
+        let index = Index::build(&buffer, L);
+        let s = &index.segments;
+        let base = (t0 / L) as u64;
+        // Slot 0 starts the buffer without a discontinuity, so it is not listed.
+        let slot3 = s.iter().find(|x| x.msn == base + 3).unwrap();
+        assert_eq!(
+            slot3.end(),
+            a_end,
+            "{kind:?}: A's last second is in segment 3"
+        );
+        assert!(slot3.media.as_ref().unwrap().meta.title == "A");
+        let next = s.iter().find(|x| x.msn == base + 4).unwrap();
+        assert!(next.discontinuity);
+        assert_eq!(next.start, a_end + 1_500_000);
+        assert!(next.duration < 2 * L + frame_us);
+        assert_tiles(&buffer, s);
+        // Every chunk from the first listed segment on is in some segment.
+        let first = s
+            .iter()
+            .find(|x| x.media.is_some())
+            .unwrap()
+            .media
+            .as_ref()
+            .unwrap();
+        let listed: usize = s
+            .iter()
+            .filter_map(|x| x.media.as_ref())
+            .map(|m| m.bytes)
+            .sum();
+        let last = s.last().unwrap().media.as_ref().unwrap();
+        let held: usize = out
+            .iter()
+            .filter(|c| c.seq >= first.first_seq && c.seq <= last.last_seq)
+            .map(|c| c.data.len())
+            .sum();
+        let last_chunk = out.iter().find(|c| c.seq == last.last_seq).unwrap();
+        assert_eq!(
+            listed,
+            held - first.first_offset - (last_chunk.data.len() - last.last_end),
+            "{kind:?}"
+        );
+
+        // A pure function of the chunks: a replica whose buffer starts later cuts the same
+        // segments where both hold them.
+        let later = buffer_of(&out[5..]);
+        let other = Index::build(&later, L);
+        assert!(other.segments.len() + 2 >= s.len() - 3);
+        for seg in &other.segments {
+            assert_eq!(Some(seg), s.iter().find(|x| x.msn == seg.msn), "{kind:?}");
+        }
+        assert_eq!(Index::build(&buffer_of(&out), L), index);
     }
 }
