@@ -86,7 +86,7 @@ tar -C "$rootfs" --sort=name --numeric-owner --mtime="@$epoch" -cf "$work/rootfs
   --entrypoint '["/usr/local/bin/streammachine"]' \
   --cmd '[]' \
   --env SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \
-  --port 8000 --port 8001 --port 8080 \
+  --port 8000/tcp --port 8001/tcp --port 8080/tcp \
   --label org.opencontainers.image.title=StreamMachine \
   --label "org.opencontainers.image.description=Live radio streaming with hours of rewind; worker and Kubernetes operator" \
   --label org.opencontainers.image.licenses=MIT \
