@@ -85,6 +85,7 @@ tar -C "$rootfs" --sort=name --numeric-owner --mtime="@$epoch" -cf "$work/rootfs
   --workingdir /data \
   --entrypoint '["/usr/local/bin/streammachine"]' \
   --cmd '[]' \
+  --env PATH=/usr/local/bin \
   --env SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \
   --port 8000/tcp --port 8001/tcp --port 8080/tcp \
   --label org.opencontainers.image.title=StreamMachine \

@@ -22,7 +22,7 @@ use streammachine_operator::validate::validate;
 use support::{helm, kubernetes_validate, repo_root, run};
 
 /// Oldest Kubernetes the chart supports (Chart.yaml `kubeVersion`) and the newest we validate.
-const KUBE_VERSIONS: [&str; 2] = ["1.29.0", "1.37.0"];
+const KUBE_VERSIONS: [&str; 2] = ["1.30.0", "1.37.0"];
 const TIMEOUT: Duration = Duration::from_secs(120);
 
 fn chart() -> PathBuf {

@@ -99,6 +99,13 @@ fn image_runs_from_its_root_filesystem_as_its_user() {
         serde_json::json!(["/usr/local/bin/streammachine"])
     );
     assert_eq!(c["WorkingDir"], "/data");
+    // The chart's and the operator's `command: ["streammachine"]` is resolved on the image's PATH.
+    assert!(
+        c["Env"].as_array().unwrap().iter().any(|e| e
+            .as_str()
+            .is_some_and(|e| e.starts_with("PATH=/usr/local/bin"))),
+        "PATH: {c}"
+    );
     for port in ["8000/tcp", "8001/tcp", "8080/tcp"] {
         assert!(
             c["ExposedPorts"].get(port).is_some(),

@@ -15,10 +15,10 @@ use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, ExecAction,
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
     HTTPGetAction, Lifecycle, LifecycleHandler, PodSecurityContext, PodSpec, PodTemplateSpec,
     Probe, ResourceRequirements, SeccompProfile, Secret, SecretKeySelector, SecurityContext,
-    Volume, VolumeMount,
+    SleepAction, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -239,10 +239,11 @@ fn container(
             ..Probe::default()
         }),
         lifecycle: Some(Lifecycle {
-            // `exec sleep` rather than the `sleep` action, which needs Kubernetes 1.30+.
+            // The kubelet's own `sleep` action (GA in Kubernetes 1.30, the chart's minimum): the
+            // image has no shell or coreutils to `exec sleep` with.
             pre_stop: Some(LifecycleHandler {
-                exec: Some(ExecAction {
-                    command: Some(vec!["sleep".to_owned(), PRE_STOP_SECONDS.to_string()]),
+                sleep: Some(SleepAction {
+                    seconds: i64::from(PRE_STOP_SECONDS),
                 }),
                 ..LifecycleHandler::default()
             }),
@@ -405,10 +406,8 @@ mod tests {
             .unwrap();
         assert_eq!(liveness.path.as_deref(), Some("/healthz"));
         let pre_stop = c.lifecycle.as_ref().unwrap().pre_stop.as_ref().unwrap();
-        assert_eq!(
-            pre_stop.exec.as_ref().unwrap().command,
-            Some(vec!["sleep".to_owned(), "5".to_owned()])
-        );
+        assert_eq!(pre_stop.sleep.as_ref().unwrap().seconds, 5);
+        assert!(pre_stop.exec.is_none(), "the image has no `sleep` to exec");
         let drain = c
             .env
             .as_ref()
