@@ -154,6 +154,7 @@ fn settings() -> WorkerSettings {
         redis_prefix: "streammachine".into(),
         nats_prefix: "streammachine".into(),
         cluster_token: Sensitive::new("token"),
+        security: Default::default(),
     }
 }
 

@@ -33,8 +33,47 @@ use crate::validate::{Scaling, ValidSpec};
 pub const PRE_STOP_SECONDS: u32 = 5;
 /// Extra seconds after the drain before the kubelet kills the container.
 pub const DRAIN_MARGIN_SECONDS: u32 = 10;
-/// UID/GID the slave runs as (the image's `streammachine` user).
+/// UID/GID the slave runs as by default (the image's `streammachine` user).
 pub const RUN_AS_USER: i64 = 10001;
+/// Security contexts of the slave pods. The chart passes its `podSecurityContext` and
+/// `securityContext` values; the defaults are what the chart's defaults and the image need
+/// (its non-root user, a read-only root, no capabilities).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SlaveSecurity {
+    /// The pod's security context.
+    pub pod: PodSecurityContext,
+    /// The `streammachine` container's security context.
+    pub container: SecurityContext,
+}
+
+impl Default for SlaveSecurity {
+    fn default() -> Self {
+        Self {
+            pod: PodSecurityContext {
+                run_as_non_root: Some(true),
+                run_as_user: Some(RUN_AS_USER),
+                run_as_group: Some(RUN_AS_USER),
+                fs_group: Some(RUN_AS_USER),
+                seccomp_profile: Some(SeccompProfile {
+                    type_: "RuntimeDefault".to_owned(),
+                    ..SeccompProfile::default()
+                }),
+                ..PodSecurityContext::default()
+            },
+            container: SecurityContext {
+                allow_privilege_escalation: Some(false),
+                read_only_root_filesystem: Some(true),
+                run_as_non_root: Some(true),
+                capabilities: Some(Capabilities {
+                    drop: Some(vec!["ALL".to_owned()]),
+                    ..Capabilities::default()
+                }),
+                ..SecurityContext::default()
+            },
+        }
+    }
+}
+
 /// Pod template annotation with a hash of the slave Secret, so new credentials roll the pods.
 pub const CREDENTIALS_HASH_ANNOTATION: &str = "streammachine.io/credentials-hash";
 
@@ -120,17 +159,7 @@ pub(super) fn build(
                     automount_service_account_token: Some(false),
                     enable_service_links: Some(false),
                     termination_grace_period_seconds: Some(termination_grace),
-                    security_context: Some(PodSecurityContext {
-                        run_as_non_root: Some(true),
-                        run_as_user: Some(RUN_AS_USER),
-                        run_as_group: Some(RUN_AS_USER),
-                        fs_group: Some(RUN_AS_USER),
-                        seccomp_profile: Some(SeccompProfile {
-                            type_: "RuntimeDefault".to_owned(),
-                            ..SeccompProfile::default()
-                        }),
-                        ..PodSecurityContext::default()
-                    }),
+                    security_context: Some(settings.security.pod.clone()),
                     volumes: Some(vec![Volume {
                         name: "tmp".to_owned(),
                         empty_dir: Some(EmptyDirVolumeSource {
@@ -250,16 +279,7 @@ fn container(
             ..Lifecycle::default()
         }),
         resources: Some(resources(valid, stream)),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            read_only_root_filesystem: Some(true),
-            run_as_non_root: Some(true),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".to_owned()]),
-                ..Capabilities::default()
-            }),
-            ..SecurityContext::default()
-        }),
+        security_context: Some(settings.security.container.clone()),
         volume_mounts: Some(vec![VolumeMount {
             name: "tmp".to_owned(),
             mount_path: "/tmp".to_owned(),
@@ -463,6 +483,42 @@ mod tests {
         assert_eq!(sc.read_only_root_filesystem, Some(true));
         assert_eq!(sc.allow_privilege_escalation, Some(false));
         assert_eq!(pod.automount_service_account_token, Some(false));
+    }
+
+    #[test]
+    fn security_contexts_follow_the_settings() {
+        let s = stream("live");
+        let parent = Parent::of(&s).unwrap();
+        let names = ChildNames::of(&s);
+        let mut custom = settings();
+        custom.security.pod.run_as_user = Some(2000);
+        custom.security.pod.fs_group = Some(3000);
+        custom.security.container.read_only_root_filesystem = Some(false);
+        let secret = secret::build(&parent, &names, &custom);
+        let d = build(
+            &parent,
+            &names,
+            &validate(&s).unwrap(),
+            &s,
+            &custom,
+            &secret,
+        );
+        let pod = d.spec.template.spec.as_ref().unwrap();
+        assert_eq!(pod.security_context.as_ref(), Some(&custom.security.pod));
+        assert_eq!(
+            container_of(&d).security_context.as_ref(),
+            Some(&custom.security.container)
+        );
+
+        // The defaults are the image's user, as before the setting existed.
+        let defaults = SlaveSecurity::default();
+        assert_eq!(defaults.pod.run_as_user, Some(10001));
+        assert_eq!(defaults.pod.run_as_group, Some(10001));
+        assert_eq!(defaults.pod.fs_group, Some(10001));
+        assert_eq!(
+            defaults.container.capabilities.unwrap().drop,
+            Some(vec!["ALL".to_owned()])
+        );
     }
 
     #[test]
