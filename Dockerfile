@@ -32,7 +32,7 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=builder /out/ /rootfs/usr/local/bin/
 RUN set -eu; \
-    for lib in $(ldd /rootfs/usr/local/bin/* | awk '/=> \// { print $3 } /^[[:space:]]*\// { print $1 }' | sort -u); do \
+    for lib in $(for b in /rootfs/usr/local/bin/*; do ldd "$b"; done | awk '/=> \// { print $3 } /^[[:space:]]*\// { print $1 }' | sort -u); do \
         mkdir -p "/rootfs$(dirname "$lib")"; cp -L "$lib" "/rootfs$lib"; \
     done; \
     install -D -m 0644 /etc/ssl/certs/ca-certificates.crt /rootfs/etc/ssl/certs/ca-certificates.crt; \
