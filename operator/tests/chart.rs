@@ -138,7 +138,7 @@ fn rendered_chart_is_valid_for_the_oldest_and_newest_kubernetes() {
 
 #[test]
 fn kubernetes_older_than_supported_is_refused() {
-    let output = helm_template(&[], &[], "1.28.0");
+    let output = helm_template(&[], &[], "1.29.0");
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("kubeVersion"));
 }
