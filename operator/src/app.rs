@@ -17,7 +17,7 @@ use crate::crd::CRD_NAME;
 use crate::leader;
 use crate::master::MasterClient;
 use crate::metrics::Metrics;
-use crate::resources::WorkerSettings;
+use crate::resources::{SlaveSecurity, WorkerSettings};
 use crate::store::{RedisStore, StoreError};
 
 /// Why the operator could not start or had to stop.
@@ -130,6 +130,16 @@ async fn operate(
             redis_prefix: args.redis_prefix.clone(),
             nats_prefix: args.nats_prefix.clone(),
             cluster_token: args.cluster_token.clone(),
+            security: SlaveSecurity {
+                pod: args
+                    .slave_pod_security_context
+                    .clone()
+                    .unwrap_or_else(|| SlaveSecurity::default().pod),
+                container: args
+                    .slave_security_context
+                    .clone()
+                    .unwrap_or_else(|| SlaveSecurity::default().container),
+            },
         },
         recorder: Recorder::new(
             client.clone(),

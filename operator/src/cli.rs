@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
+use k8s_openapi::api::core::v1::{PodSecurityContext, SecurityContext};
+
 use crate::config::Sensitive;
 
 /// Kubernetes operator for StreamMachine: reconciles Stream resources into the master's config
@@ -58,6 +60,16 @@ pub struct Args {
         default_value = "IfNotPresent"
     )]
     pub slave_image_pull_policy: String,
+
+    /// Pod security context of the slave pods, as JSON (the chart's `podSecurityContext`);
+    /// the image's non-root user 10001 with the RuntimeDefault seccomp profile when unset.
+    #[arg(long, env = "STREAMMACHINE_SLAVE_POD_SECURITY_CONTEXT", value_parser = json::<PodSecurityContext>)]
+    pub slave_pod_security_context: Option<PodSecurityContext>,
+
+    /// Container security context of the slaves, as JSON (the chart's `securityContext`); no
+    /// privilege escalation, read-only root, no capabilities when unset.
+    #[arg(long, env = "STREAMMACHINE_SLAVE_SECURITY_CONTEXT", value_parser = json::<SecurityContext>)]
+    pub slave_security_context: Option<SecurityContext>,
 
     /// Only watch Streams in this namespace; all namespaces when unset.
     #[arg(long, env = "WATCH_NAMESPACE")]
@@ -128,6 +140,11 @@ fn sensitive(value: &str) -> Result<Sensitive, std::convert::Infallible> {
     Ok(Sensitive::new(value))
 }
 
+/// A Kubernetes object from JSON (the chart renders its values with `toJson`).
+fn json<T: serde::de::DeserializeOwned>(value: &str) -> Result<T, serde_json::Error> {
+    serde_json::from_str(value)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,6 +172,34 @@ mod tests {
         assert_eq!(args.master_timeout, Duration::from_secs(3));
         assert_eq!(args.log_format, LogFormat::Text);
         assert_eq!(args.watch_namespace.as_deref(), Some("radio"));
+    }
+
+    #[test]
+    fn slave_security_contexts_come_as_json_from_the_chart() {
+        let args = Args::try_parse_from(REQUIRED).unwrap();
+        assert!(args.slave_pod_security_context.is_none());
+        assert!(args.slave_security_context.is_none());
+
+        let args = Args::try_parse_from(REQUIRED.iter().copied().chain([
+            r#"--slave-pod-security-context={"runAsNonRoot":true,"runAsUser":2000,"fsGroup":2000}"#,
+            r#"--slave-security-context={"readOnlyRootFilesystem":true,"capabilities":{"drop":["ALL"]}}"#,
+        ]))
+        .unwrap();
+        let pod = args.slave_pod_security_context.unwrap();
+        assert_eq!(pod.run_as_user, Some(2000));
+        assert_eq!(pod.fs_group, Some(2000));
+        let container = args.slave_security_context.unwrap();
+        assert_eq!(container.read_only_root_filesystem, Some(true));
+        assert_eq!(
+            container.capabilities.unwrap().drop,
+            Some(vec!["ALL".to_owned()])
+        );
+
+        let bad = REQUIRED
+            .iter()
+            .copied()
+            .chain([r#"--slave-pod-security-context={"runAsUser":"#]);
+        assert!(Args::try_parse_from(bad).is_err());
     }
 
     #[test]

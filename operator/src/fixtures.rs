@@ -55,5 +55,6 @@ pub fn settings() -> WorkerSettings {
         redis_prefix: "streammachine".to_owned(),
         nats_prefix: "streammachine".to_owned(),
         cluster_token: Sensitive::new("cluster-secret"),
+        security: crate::resources::SlaveSecurity::default(),
     }
 }

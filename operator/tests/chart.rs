@@ -22,7 +22,7 @@ use streammachine_operator::validate::validate;
 use support::{helm, kubernetes_validate, repo_root, run};
 
 /// Oldest Kubernetes the chart supports (Chart.yaml `kubeVersion`) and the newest we validate.
-const KUBE_VERSIONS: [&str; 2] = ["1.29.0", "1.37.0"];
+const KUBE_VERSIONS: [&str; 2] = ["1.30.0", "1.37.0"];
 const TIMEOUT: Duration = Duration::from_secs(120);
 
 fn chart() -> PathBuf {
@@ -138,7 +138,7 @@ fn rendered_chart_is_valid_for_the_oldest_and_newest_kubernetes() {
 
 #[test]
 fn kubernetes_older_than_supported_is_refused() {
-    let output = helm_template(&[], &[], "1.28.0");
+    let output = helm_template(&[], &[], "1.29.0");
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("kubeVersion"));
 }
@@ -154,6 +154,7 @@ fn settings() -> WorkerSettings {
         redis_prefix: "streammachine".into(),
         nats_prefix: "streammachine".into(),
         cluster_token: Sensitive::new("token"),
+        security: Default::default(),
     }
 }
 
@@ -544,4 +545,77 @@ fn master_command_line_parses_with_the_worker_cli() {
         matches!(cli.command(), streammachine::cli::Command::Master(_)),
         "{argv:?}"
     );
+}
+
+#[test]
+fn slave_security_contexts_follow_the_chart_values_and_redis_nats_have_their_own() {
+    let docs = documents(&template(
+        &[],
+        &[
+            "podSecurityContext.runAsUser=2000",
+            "securityContext.readOnlyRootFilesystem=true",
+        ],
+        KUBE_VERSIONS[1],
+    ));
+    let by_name = |kind: &str, name: &str| {
+        docs.iter()
+            .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("no {kind} {name}"))
+            .clone()
+    };
+    let operator = by_name("Deployment", "sm-streammachine-operator");
+    let env = operator["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let value_of = |name: &str| -> String {
+        env.iter()
+            .find(|e| e["name"] == name)
+            .unwrap_or_else(|| panic!("operator env {name} missing"))["value"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    // Parsed exactly as the operator's command line parses it.
+    let args = streammachine_operator::cli::Args::try_parse_from([
+        "streammachine-operator",
+        "--redis-url=redis://r:6379",
+        "--nats-url=nats://n:4222",
+        "--master-admin-url=http://m:8001",
+        "--cluster-token=t",
+        "--slave-image=img:1",
+        &format!(
+            "--slave-pod-security-context={}",
+            value_of("STREAMMACHINE_SLAVE_POD_SECURITY_CONTEXT")
+        ),
+        &format!(
+            "--slave-security-context={}",
+            value_of("STREAMMACHINE_SLAVE_SECURITY_CONTEXT")
+        ),
+    ])
+    .unwrap();
+    let pod = args.slave_pod_security_context.unwrap();
+    assert_eq!(pod.run_as_user, Some(2000));
+    assert_eq!(pod.run_as_non_root, Some(true));
+    let container = args.slave_security_context.unwrap();
+    assert_eq!(container.read_only_root_filesystem, Some(true));
+    assert_eq!(container.allow_privilege_escalation, Some(false));
+
+    // Redis and NATS run as their images' users, not the worker's.
+    let redis = by_name("Deployment", "sm-streammachine-redis");
+    assert_eq!(
+        redis["spec"]["template"]["spec"]["securityContext"]["runAsUser"],
+        999
+    );
+    let nats = by_name("Deployment", "sm-streammachine-nats");
+    assert_eq!(
+        nats["spec"]["template"]["spec"]["securityContext"]["runAsUser"],
+        1000
+    );
+    for workload in [&redis, &nats] {
+        assert_eq!(
+            workload["spec"]["template"]["spec"]["containers"][0]["securityContext"]["readOnlyRootFilesystem"],
+            true
+        );
+    }
 }

@@ -15,10 +15,10 @@ use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, ExecAction,
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
     HTTPGetAction, Lifecycle, LifecycleHandler, PodSecurityContext, PodSpec, PodTemplateSpec,
     Probe, ResourceRequirements, SeccompProfile, Secret, SecretKeySelector, SecurityContext,
-    Volume, VolumeMount,
+    SleepAction, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -33,8 +33,47 @@ use crate::validate::{Scaling, ValidSpec};
 pub const PRE_STOP_SECONDS: u32 = 5;
 /// Extra seconds after the drain before the kubelet kills the container.
 pub const DRAIN_MARGIN_SECONDS: u32 = 10;
-/// UID/GID the slave runs as (the image's `streammachine` user).
+/// UID/GID the slave runs as by default (the image's `streammachine` user).
 pub const RUN_AS_USER: i64 = 10001;
+/// Security contexts of the slave pods. The chart passes its `podSecurityContext` and
+/// `securityContext` values; the defaults are what the chart's defaults and the image need
+/// (its non-root user, a read-only root, no capabilities).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SlaveSecurity {
+    /// The pod's security context.
+    pub pod: PodSecurityContext,
+    /// The `streammachine` container's security context.
+    pub container: SecurityContext,
+}
+
+impl Default for SlaveSecurity {
+    fn default() -> Self {
+        Self {
+            pod: PodSecurityContext {
+                run_as_non_root: Some(true),
+                run_as_user: Some(RUN_AS_USER),
+                run_as_group: Some(RUN_AS_USER),
+                fs_group: Some(RUN_AS_USER),
+                seccomp_profile: Some(SeccompProfile {
+                    type_: "RuntimeDefault".to_owned(),
+                    ..SeccompProfile::default()
+                }),
+                ..PodSecurityContext::default()
+            },
+            container: SecurityContext {
+                allow_privilege_escalation: Some(false),
+                read_only_root_filesystem: Some(true),
+                run_as_non_root: Some(true),
+                capabilities: Some(Capabilities {
+                    drop: Some(vec!["ALL".to_owned()]),
+                    ..Capabilities::default()
+                }),
+                ..SecurityContext::default()
+            },
+        }
+    }
+}
+
 /// Pod template annotation with a hash of the slave Secret, so new credentials roll the pods.
 pub const CREDENTIALS_HASH_ANNOTATION: &str = "streammachine.io/credentials-hash";
 
@@ -120,17 +159,7 @@ pub(super) fn build(
                     automount_service_account_token: Some(false),
                     enable_service_links: Some(false),
                     termination_grace_period_seconds: Some(termination_grace),
-                    security_context: Some(PodSecurityContext {
-                        run_as_non_root: Some(true),
-                        run_as_user: Some(RUN_AS_USER),
-                        run_as_group: Some(RUN_AS_USER),
-                        fs_group: Some(RUN_AS_USER),
-                        seccomp_profile: Some(SeccompProfile {
-                            type_: "RuntimeDefault".to_owned(),
-                            ..SeccompProfile::default()
-                        }),
-                        ..PodSecurityContext::default()
-                    }),
+                    security_context: Some(settings.security.pod.clone()),
                     volumes: Some(vec![Volume {
                         name: "tmp".to_owned(),
                         empty_dir: Some(EmptyDirVolumeSource {
@@ -239,26 +268,18 @@ fn container(
             ..Probe::default()
         }),
         lifecycle: Some(Lifecycle {
-            // `exec sleep` rather than the `sleep` action, which needs Kubernetes 1.30+.
+            // The kubelet's own `sleep` action (GA in Kubernetes 1.30, the chart's minimum): the
+            // image has no shell or coreutils to `exec sleep` with.
             pre_stop: Some(LifecycleHandler {
-                exec: Some(ExecAction {
-                    command: Some(vec!["sleep".to_owned(), PRE_STOP_SECONDS.to_string()]),
+                sleep: Some(SleepAction {
+                    seconds: i64::from(PRE_STOP_SECONDS),
                 }),
                 ..LifecycleHandler::default()
             }),
             ..Lifecycle::default()
         }),
         resources: Some(resources(valid, stream)),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            read_only_root_filesystem: Some(true),
-            run_as_non_root: Some(true),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".to_owned()]),
-                ..Capabilities::default()
-            }),
-            ..SecurityContext::default()
-        }),
+        security_context: Some(settings.security.container.clone()),
         volume_mounts: Some(vec![VolumeMount {
             name: "tmp".to_owned(),
             mount_path: "/tmp".to_owned(),
@@ -405,10 +426,8 @@ mod tests {
             .unwrap();
         assert_eq!(liveness.path.as_deref(), Some("/healthz"));
         let pre_stop = c.lifecycle.as_ref().unwrap().pre_stop.as_ref().unwrap();
-        assert_eq!(
-            pre_stop.exec.as_ref().unwrap().command,
-            Some(vec!["sleep".to_owned(), "5".to_owned()])
-        );
+        assert_eq!(pre_stop.sleep.as_ref().unwrap().seconds, 5);
+        assert!(pre_stop.exec.is_none(), "the image has no `sleep` to exec");
         let drain = c
             .env
             .as_ref()
@@ -464,6 +483,42 @@ mod tests {
         assert_eq!(sc.read_only_root_filesystem, Some(true));
         assert_eq!(sc.allow_privilege_escalation, Some(false));
         assert_eq!(pod.automount_service_account_token, Some(false));
+    }
+
+    #[test]
+    fn security_contexts_follow_the_settings() {
+        let s = stream("live");
+        let parent = Parent::of(&s).unwrap();
+        let names = ChildNames::of(&s);
+        let mut custom = settings();
+        custom.security.pod.run_as_user = Some(2000);
+        custom.security.pod.fs_group = Some(3000);
+        custom.security.container.read_only_root_filesystem = Some(false);
+        let secret = secret::build(&parent, &names, &custom);
+        let d = build(
+            &parent,
+            &names,
+            &validate(&s).unwrap(),
+            &s,
+            &custom,
+            &secret,
+        );
+        let pod = d.spec.template.spec.as_ref().unwrap();
+        assert_eq!(pod.security_context.as_ref(), Some(&custom.security.pod));
+        assert_eq!(
+            container_of(&d).security_context.as_ref(),
+            Some(&custom.security.container)
+        );
+
+        // The defaults are the image's user, as before the setting existed.
+        let defaults = SlaveSecurity::default();
+        assert_eq!(defaults.pod.run_as_user, Some(10001));
+        assert_eq!(defaults.pod.run_as_group, Some(10001));
+        assert_eq!(defaults.pod.fs_group, Some(10001));
+        assert_eq!(
+            defaults.container.capabilities.unwrap().drop,
+            Some(vec!["ALL".to_owned()])
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 mod autoscaler;
 mod deployment;
+pub use deployment::SlaveSecurity;
 mod disruption_budget;
 mod ingress;
 mod secret;
@@ -57,6 +58,8 @@ pub struct WorkerSettings {
     pub nats_prefix: String,
     /// Shared secret between master, slaves and operator.
     pub cluster_token: Sensitive,
+    /// Pod and container security contexts of the slave pods (the chart's values).
+    pub security: SlaveSecurity,
 }
 
 /// Everything the operator wants to exist for one Stream. Deliberately not `Debug`: the Secret
