@@ -37,7 +37,7 @@ pub struct App {
     streams: RwLock<BTreeMap<String, Arc<Stream>>>,
     pub metrics: Metrics,
     /// Everything worth telling an operator about (log, `/api/events`, webhooks).
-    pub events: Events,
+    pub events: Arc<Events>,
     listeners: AtomicU64,
     pub shutdown: CancellationToken,
     ready: tokio::sync::watch::Sender<bool>,
@@ -156,7 +156,10 @@ impl App {
         cluster: Option<Cluster>,
     ) -> Arc<App> {
         let metrics = Metrics::new();
-        let events = Events::new(&crate::events::this_host(), metrics.events.clone());
+        let events = Arc::new(Events::new(
+            &crate::events::this_host(),
+            metrics.events.clone(),
+        ));
         Arc::new(App {
             settings,
             role,
@@ -343,7 +346,8 @@ impl App {
                 self.sink.clone(),
                 self.settings.chunk_duration,
             )
-            .with_parent(&self.shutdown),
+            .with_parent(&self.shutdown)
+            .with_events(self.events.clone()),
         );
         info!(stream = %key, format = %stream.settings().format, "Stream created.");
         // Listeners wait on the buffer's tip alone; wake them when the stream goes away.

@@ -330,6 +330,7 @@ impl Settings {
             fallback: c.fallback.clone(),
             group: c.group.clone(),
             hls_segment: c.hls_segment.unwrap_or(DEFAULT_HLS_SEGMENT),
+            silence: SilenceSettings::default(),
         }
     }
 }
@@ -452,6 +453,25 @@ pub struct StreamSettings {
     pub fallback: Option<String>,
     pub group: Option<String>,
     pub hls_segment: Duration,
+    pub silence: SilenceSettings,
+}
+
+/// What a stream does about dead air on its sources.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SilenceAction {
+    /// Events and metrics only.
+    #[default]
+    Alert,
+    /// Also promote the next standby with audio, else the fallback; never a silent one.
+    Failover,
+}
+
+/// Dead-air detection of a stream's sources.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SilenceSettings {
+    pub detect: crate::core::level::silence::Settings,
+    pub action: SilenceAction,
 }
 
 /// Parse `KEY` or `KEY:mp3` / `KEY:aac` as given to `--stream`.

@@ -17,6 +17,13 @@ pub struct StreamLabel {
     pub stream: String,
 }
 
+/// One source of a stream, by the id it got when it connected.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabel {
+    pub stream: String,
+    pub source: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProtocolLabel {
     pub stream: String,
@@ -35,6 +42,8 @@ pub struct Metrics {
     received_bytes: Family<StreamLabel, Counter>,
     buffer_seconds: Family<StreamLabel, Gauge<f64, AtomicU64>>,
     chunks: Family<StreamLabel, Counter>,
+    source_silent: Family<SourceLabel, Gauge>,
+    source_level: Family<StreamLabel, Gauge<f64, AtomicU64>>,
     pub open_connections: Gauge,
     pub events: EventMetrics,
 }
@@ -50,6 +59,10 @@ pub struct StreamMetrics {
     pub received_bytes: Counter,
     pub buffer_seconds: Gauge<f64, AtomicU64>,
     pub chunks: Counter,
+    /// Per source: whether it is in dead air (series added and removed with the source).
+    pub source_silent: Family<SourceLabel, Gauge>,
+    /// The live source's loudest channel, RMS over the latest 100 ms.
+    pub source_level_dbfs: Gauge<f64, AtomicU64>,
 }
 
 /// Listener protocols counted separately (their sum is the stream's listener count).
@@ -76,6 +89,8 @@ impl Metrics {
             received_bytes: Family::default(),
             buffer_seconds: Family::default(),
             chunks: Family::default(),
+            source_silent: Family::default(),
+            source_level: Family::default(),
             open_connections: Gauge::default(),
             events: EventMetrics::default(),
         };
@@ -127,6 +142,16 @@ impl Metrics {
             m.chunks.clone(),
         );
         registry.register(
+            "source_silent",
+            "Whether the source is in dead air (1) or not (0)",
+            m.source_silent.clone(),
+        );
+        registry.register(
+            "source_level_dbfs",
+            "Level of the live source: loudest channel, RMS over 100 ms",
+            m.source_level.clone(),
+        );
+        registry.register(
             "open_connections",
             "Open TCP connections on the listener port",
             m.open_connections.clone(),
@@ -146,6 +171,8 @@ impl Metrics {
             received_bytes: self.received_bytes.get_or_create(&l).clone(),
             buffer_seconds: self.buffer_seconds.get_or_create(&l).clone(),
             chunks: self.chunks.get_or_create(&l).clone(),
+            source_silent: self.source_silent.clone(),
+            source_level_dbfs: self.source_level.get_or_create(&l).clone(),
         }
     }
 
@@ -171,6 +198,7 @@ impl Metrics {
         self.received_bytes.remove(&l);
         self.buffer_seconds.remove(&l);
         self.chunks.remove(&l);
+        self.source_level.remove(&l);
         for protocol in PROTOCOLS {
             let l = ProtocolLabel {
                 stream: key.into(),

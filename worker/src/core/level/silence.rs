@@ -12,10 +12,11 @@ use super::{WINDOW_MS, Window};
 
 /// The defaults follow the field: −50 dBFS (AWS MediaLive), trip after 20 s (Liquidsoap's
 /// `max_blank`), clear at −40 dBFS after 3 s of audio (Inovonics' hysteresis).
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// Levels are whole dBFS, as silence sensors are set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Settings {
-    pub threshold_dbfs: f32,
-    pub clear_dbfs: f32,
+    pub threshold_dbfs: i16,
+    pub clear_dbfs: i16,
     pub trip_after: Duration,
     pub clear_after: Duration,
 }
@@ -23,8 +24,8 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Settings {
-            threshold_dbfs: -50.0,
-            clear_dbfs: -40.0,
+            threshold_dbfs: -50,
+            clear_dbfs: -40,
             trip_after: Duration::from_secs(20),
             clear_after: Duration::from_secs(3),
         }
@@ -84,7 +85,7 @@ impl Detector {
         let level = window.loudest_rms_dbfs();
         if self.silent {
             self.quiet_windows += 1;
-            if level >= self.settings.clear_dbfs {
+            if level >= f32::from(self.settings.clear_dbfs) {
                 self.loud_windows += 1;
                 if self.loud_windows >= windows(self.settings.clear_after) {
                     let lasted = duration(self.quiet_windows - self.loud_windows);
@@ -98,7 +99,7 @@ impl Detector {
             }
             None
         } else {
-            if level < self.settings.threshold_dbfs {
+            if level < f32::from(self.settings.threshold_dbfs) {
                 self.quiet_windows += 1;
                 if self.quiet_windows >= windows(self.settings.trip_after) {
                     self.silent = true;
