@@ -14,7 +14,7 @@ use crate::cluster::store::ConfigStore;
 use crate::config::{Settings, StreamConfig};
 use crate::core::dump;
 use crate::core::rewind::RewindBuffer;
-use crate::events::Events;
+use crate::events::{EventKind, Events};
 use crate::metrics::Metrics;
 use crate::stream::{ChunkSink, Stream};
 
@@ -309,9 +309,18 @@ impl App {
             .keys()
             .cloned()
             .collect();
+        let changed = |key: &str, change: &str| {
+            self.events.emit(
+                Some(key),
+                EventKind::ConfigChanged {
+                    change: change.to_string(),
+                },
+            );
+        };
         for key in &current {
             if !configs.contains_key(key) {
                 self.remove_stream(key);
+                changed(key, "removed");
             }
         }
         for (key, config) in configs {
@@ -321,14 +330,19 @@ impl App {
                     if *s.settings() != settings {
                         info!(stream = %key, "Stream settings changed; applied in place.");
                         s.update_settings(settings);
+                        changed(key, "updated");
                     }
                 }
                 Some(_) => {
                     warn!(stream = %key, "Stream format changed; recreating the stream.");
                     self.remove_stream(key);
                     self.create_stream(settings);
+                    changed(key, "updated");
                 }
-                None => self.create_stream(settings),
+                None => {
+                    self.create_stream(settings);
+                    changed(key, "created");
+                }
             }
             self.reconcile_fallback(key);
         }
@@ -357,6 +371,16 @@ impl App {
                 waker.removed.cancelled().await;
                 waker.buffer.wake();
             });
+            if self.role.ingests() {
+                runtime.spawn(crate::source::sourceless::watch(stream.clone()));
+            }
+            if self.role != Role::Slave {
+                let (app, counted) = (self.clone(), stream.clone());
+                runtime.spawn(crate::serve::audience::watch(stream.clone(), move || {
+                    app.cluster_listeners(&counted.key)
+                        .map_or_else(|| counted.listener_count(), |(n, _)| n)
+                }));
+            }
         }
         self.streams
             .write()
@@ -396,6 +420,14 @@ impl App {
                     seconds = buffer.held() as f64 / 1e6,
                     ms = started.elapsed().as_millis() as u64,
                     "Rewind buffer restored from dump."
+                );
+                self.events.emit(
+                    Some(key),
+                    EventKind::BufferRestored {
+                        from: "dump".into(),
+                        chunks: n as u64,
+                        seconds: buffer.held() as f64 / 1e6,
+                    },
                 );
                 Some(buffer)
             }

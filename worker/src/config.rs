@@ -341,6 +341,7 @@ impl Settings {
             group: c.group.clone(),
             hls_segment: c.hls_segment.unwrap_or(DEFAULT_HLS_SEGMENT),
             silence: SilenceSettings::default(),
+            monitored: true,
         }
     }
 }
@@ -464,6 +465,8 @@ pub struct StreamSettings {
     pub group: Option<String>,
     pub hls_segment: Duration,
     pub silence: SilenceSettings,
+    /// Raise `stream.sourceless.*` when the stream has no source for 30 s.
+    pub monitored: bool,
 }
 
 /// What a stream does about dead air on its sources.

@@ -325,7 +325,8 @@ impl Stream {
         self
     }
 
-    fn emit(&self, kind: EventKind) {
+    /// Raise an event about this stream (no-op without an event bus).
+    pub fn emit(&self, kind: EventKind) {
         if let Some(events) = &self.events {
             events.emit(Some(&self.key), kind);
         }
@@ -352,10 +353,13 @@ impl Stream {
             self.buffer.set_max(new.rewind);
         }
         if (old.title != new.title || old.url != new.url) && self.ingest.is_some() {
-            let _ = self.set_meta(Meta {
-                title: new.title.clone(),
-                url: new.url.clone(),
-            });
+            let _ = self.set_meta(
+                Meta {
+                    title: new.title.clone(),
+                    url: new.url.clone(),
+                },
+                "config",
+            );
         }
         *self
             .settings
@@ -620,18 +624,41 @@ impl Stream {
         });
     }
 
-    /// The title and url from here on.
-    pub fn set_meta(&self, meta: Meta) -> Result<(), StreamError> {
-        self.with_ingest(|st, out| st.chunker.set_meta(Arc::new(meta), out))
+    /// The title and url from here on; `by` says who changed them (`source`, `admin`,
+    /// `config`) in the `stream.metadata.changed` event.
+    pub fn set_meta(&self, meta: Meta, by: &str) -> Result<(), StreamError> {
+        let changed = self.with_ingest(|st, out| {
+            let changed = *st.chunker.meta() != meta;
+            st.chunker.set_meta(Arc::new(meta.clone()), out);
+            changed
+        })?;
+        if changed {
+            self.metadata_changed(meta, by);
+        }
+        Ok(())
     }
 
     /// Metadata from a source itself (in-band ICY titles of a relay): applies only while that
     /// source is live.
     pub fn set_meta_from_source(&self, id: u64, meta: Meta) {
-        let _ = self.with_ingest(|st, out| {
-            if st.sources.first().map(|s| s.id) == Some(id) && *st.chunker.meta() != meta {
-                st.chunker.set_meta(Arc::new(meta), out);
+        let changed = self.with_ingest(|st, out| {
+            let live = st.sources.first().map(|s| s.id) == Some(id);
+            let changed = live && *st.chunker.meta() != meta;
+            if changed {
+                st.chunker.set_meta(Arc::new(meta.clone()), out);
             }
+            changed
+        });
+        if changed == Ok(true) {
+            self.metadata_changed(meta, "relay");
+        }
+    }
+
+    fn metadata_changed(&self, meta: Meta, by: &str) {
+        self.emit(EventKind::StreamMetadataChanged {
+            title: meta.title,
+            url: meta.url,
+            by: by.to_string(),
         });
     }
 
