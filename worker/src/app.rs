@@ -67,7 +67,15 @@ pub struct Cluster {
 
 struct SlaveReport {
     at: Instant,
-    listeners: HashMap<String, u64>,
+    streams: HashMap<String, Reported>,
+}
+
+/// What a slave reports about one stream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reported {
+    pub listeners: u64,
+    /// The newest chunk it holds: how far behind the master it is.
+    pub last_seq: Option<u64>,
 }
 
 /// A slave that has not reported for this long is considered gone.
@@ -81,14 +89,14 @@ impl Cluster {
         }
     }
 
-    pub fn report(&self, slave: &str, listeners: HashMap<String, u64>) {
-        self.report_at(slave, listeners, Instant::now());
+    pub fn report(&self, slave: &str, streams: HashMap<String, Reported>) {
+        self.report_at(slave, streams, Instant::now());
     }
 
     /// [`Cluster::report`] at a given time (tests move the clock).
-    pub fn report_at(&self, slave: &str, listeners: HashMap<String, u64>, at: Instant) {
+    pub fn report_at(&self, slave: &str, streams: HashMap<String, Reported>, at: Instant) {
         let mut slaves = self.slaves.lock().unwrap_or_else(PoisonError::into_inner);
-        slaves.insert(slave.to_string(), SlaveReport { at, listeners });
+        slaves.insert(slave.to_string(), SlaveReport { at, streams });
         // Forget slaves long gone, so a churn of pods does not grow the map forever.
         slaves.retain(|_, r| at.saturating_duration_since(r.at) < SLAVE_TIMEOUT * 4);
     }
@@ -107,9 +115,21 @@ impl Cluster {
             .collect();
         let total = alive
             .iter()
-            .map(|r| r.listeners.get(stream).copied().unwrap_or(0))
+            .map(|r| r.streams.get(stream).map_or(0, |s| s.listeners))
             .sum();
         (total, alive.len())
+    }
+
+    /// The newest chunk each live slave reported for `stream`.
+    pub fn tips(&self, stream: &str) -> Vec<(String, Option<u64>)> {
+        let slaves = self.slaves.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut v: Vec<_> = slaves
+            .iter()
+            .filter(|(_, r)| r.at.elapsed() < SLAVE_TIMEOUT)
+            .map(|(id, r)| (id.clone(), r.streams.get(stream).and_then(|s| s.last_seq)))
+            .collect();
+        v.sort();
+        v
     }
 
     /// Live slaves by id, with their reports' age.
@@ -539,7 +559,13 @@ mod tests {
         let counts = |pairs: &[(&str, u64)]| {
             pairs
                 .iter()
-                .map(|(k, n)| (k.to_string(), *n))
+                .map(|(k, n)| {
+                    let r = Reported {
+                        listeners: *n,
+                        last_seq: None,
+                    };
+                    (k.to_string(), r)
+                })
                 .collect::<HashMap<_, _>>()
         };
         c.report_at("a", counts(&[("live", 3), ("news", 1)]), t0);

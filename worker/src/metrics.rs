@@ -41,6 +41,7 @@ pub struct Metrics {
     sources: Family<StreamLabel, Gauge>,
     received_bytes: Family<StreamLabel, Counter>,
     buffer_seconds: Family<StreamLabel, Gauge<f64, AtomicU64>>,
+    buffer_target: Family<StreamLabel, Gauge<f64, AtomicU64>>,
     chunks: Family<StreamLabel, Counter>,
     source_silent: Family<SourceLabel, Gauge>,
     source_level: Family<StreamLabel, Gauge<f64, AtomicU64>>,
@@ -58,6 +59,8 @@ pub struct StreamMetrics {
     pub sources: Gauge,
     pub received_bytes: Counter,
     pub buffer_seconds: Gauge<f64, AtomicU64>,
+    /// The configured rewind length: what `buffer_seconds` fills up to.
+    pub buffer_target_seconds: Gauge<f64, AtomicU64>,
     pub chunks: Counter,
     /// Per source: whether it is in dead air (series added and removed with the source).
     pub source_silent: Family<SourceLabel, Gauge>,
@@ -88,6 +91,7 @@ impl Metrics {
             sources: Family::default(),
             received_bytes: Family::default(),
             buffer_seconds: Family::default(),
+            buffer_target: Family::default(),
             chunks: Family::default(),
             source_silent: Family::default(),
             source_level: Family::default(),
@@ -137,6 +141,11 @@ impl Metrics {
             m.buffer_seconds.clone(),
         );
         registry.register(
+            "buffer_target_seconds",
+            "Seconds of audio the rewind buffer is configured to hold",
+            m.buffer_target.clone(),
+        );
+        registry.register(
             "chunks",
             "Chunks added to the rewind buffer",
             m.chunks.clone(),
@@ -170,6 +179,7 @@ impl Metrics {
             sources: self.sources.get_or_create(&l).clone(),
             received_bytes: self.received_bytes.get_or_create(&l).clone(),
             buffer_seconds: self.buffer_seconds.get_or_create(&l).clone(),
+            buffer_target_seconds: self.buffer_target.get_or_create(&l).clone(),
             chunks: self.chunks.get_or_create(&l).clone(),
             source_silent: self.source_silent.clone(),
             source_level_dbfs: self.source_level.get_or_create(&l).clone(),
@@ -197,6 +207,7 @@ impl Metrics {
         self.sources.remove(&l);
         self.received_bytes.remove(&l);
         self.buffer_seconds.remove(&l);
+        self.buffer_target.remove(&l);
         self.chunks.remove(&l);
         self.source_level.remove(&l);
         for protocol in PROTOCOLS {

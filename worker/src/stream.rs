@@ -305,6 +305,9 @@ impl Stream {
         stream_metrics
             .buffer_seconds
             .set(buffer.held() as f64 / 1e6);
+        stream_metrics
+            .buffer_target_seconds
+            .set(settings.rewind.as_secs_f64());
         Stream {
             key: settings.key.clone(),
             settings: RwLock::new(Arc::new(settings)),
@@ -351,6 +354,9 @@ impl Stream {
         let old = self.settings();
         if old.rewind != new.rewind {
             self.buffer.set_max(new.rewind);
+            self.metrics
+                .buffer_target_seconds
+                .set(new.rewind.as_secs_f64());
         }
         if (old.title != new.title || old.url != new.url) && self.ingest.is_some() {
             let _ = self.set_meta(
