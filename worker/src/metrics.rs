@@ -44,6 +44,7 @@ pub struct Metrics {
     buffer_target: Family<StreamLabel, Gauge<f64, AtomicU64>>,
     chunks: Family<StreamLabel, Counter>,
     source_silent: Family<SourceLabel, Gauge>,
+    stream_silent: Family<StreamLabel, Gauge>,
     source_level: Family<StreamLabel, Gauge<f64, AtomicU64>>,
     pub open_connections: Gauge,
     pub events: EventMetrics,
@@ -64,6 +65,8 @@ pub struct StreamMetrics {
     pub chunks: Counter,
     /// Per source: whether it is in dead air (series added and removed with the source).
     pub source_silent: Family<SourceLabel, Gauge>,
+    /// Whether the live source (the audio on air) is in dead air.
+    pub stream_silent: Gauge,
     /// The live source's loudest channel, RMS over the latest 100 ms.
     pub source_level_dbfs: Gauge<f64, AtomicU64>,
 }
@@ -94,6 +97,7 @@ impl Metrics {
             buffer_target: Family::default(),
             chunks: Family::default(),
             source_silent: Family::default(),
+            stream_silent: Family::default(),
             source_level: Family::default(),
             open_connections: Gauge::default(),
             events: EventMetrics::default(),
@@ -156,6 +160,11 @@ impl Metrics {
             m.source_silent.clone(),
         );
         registry.register(
+            "stream_silent",
+            "Whether the audio on air (the live source) is in dead air (1) or not (0)",
+            m.stream_silent.clone(),
+        );
+        registry.register(
             "source_level_dbfs",
             "Level of the live source: loudest channel, RMS over 100 ms",
             m.source_level.clone(),
@@ -182,6 +191,7 @@ impl Metrics {
             buffer_target_seconds: self.buffer_target.get_or_create(&l).clone(),
             chunks: self.chunks.get_or_create(&l).clone(),
             source_silent: self.source_silent.clone(),
+            stream_silent: self.stream_silent.get_or_create(&l).clone(),
             source_level_dbfs: self.source_level.get_or_create(&l).clone(),
         }
     }
@@ -210,6 +220,7 @@ impl Metrics {
         self.buffer_target.remove(&l);
         self.chunks.remove(&l);
         self.source_level.remove(&l);
+        self.stream_silent.remove(&l);
         for protocol in PROTOCOLS {
             let l = ProtocolLabel {
                 stream: key.into(),

@@ -407,6 +407,10 @@ impl Stream {
         self.metrics
             .source_connected
             .set(i64::from(!state.sources.is_empty()));
+        if state.sources.is_empty() {
+            // No source is not dead air (the sourceless alarm covers it).
+            self.metrics.stream_silent.set(0);
+        }
         // With failover on, an encoder in dead air does not hold the fallback back.
         let failover = self.settings().silence.action == SilenceAction::Failover;
         let encoders = state
@@ -596,6 +600,9 @@ impl Stream {
                     self.metrics
                         .source_level_dbfs
                         .set(f64::from(m.level.rms_dbfs()));
+                    self.metrics
+                        .stream_silent
+                        .set(i64::from(m.level.is_silent()));
                 }
                 if live != id {
                     return (false, promoted);
