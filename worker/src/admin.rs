@@ -9,7 +9,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
@@ -17,6 +17,7 @@ use crate::app::{App, Role};
 use crate::auth::bearer_allowed;
 use crate::config::{StreamConfig, ValidateStream, validate_key};
 use crate::core::chunk::Meta;
+use crate::events::EventKind;
 use crate::stream::{SourceInfo, Stream, StreamError};
 use crate::time::rfc3339;
 use streammachine_contract::StreamReport;
@@ -111,20 +112,35 @@ pub fn router(app: Arc<App>) -> Router {
         .with_state(app)
 }
 
-async fn require_token(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+/// Who made an admin request, for the `admin.action` audit event.
+#[derive(Debug, Clone)]
+pub struct Actor(pub &'static str);
+
+async fn require_token(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Response {
     if app.settings.admin_token.is_none() && app.cluster_token().is_none() {
+        // Only possible on loopback (config validation refuses it elsewhere).
+        req.extensions_mut().insert(Actor("local"));
         return next.run(req).await;
     }
     // The admin token and, where the role has one, the cluster token (the operator and slaves
     // use it).
-    let accepted = [app.settings.admin_token.as_deref(), app.cluster_token()];
     let header = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    match bearer_allowed(header, accepted.into_iter().flatten()) {
-        true => next.run(req).await,
-        false => {
+    let actor = if bearer_allowed(header, app.settings.admin_token.as_deref()) {
+        Some("admin token")
+    } else if bearer_allowed(header, app.cluster_token()) {
+        Some("cluster token")
+    } else {
+        None
+    };
+    match actor {
+        Some(actor) => {
+            req.extensions_mut().insert(Actor(actor));
+            next.run(req).await
+        }
+        None => {
             let mut r = ApiError(
                 StatusCode::UNAUTHORIZED,
                 "a valid bearer token is required".into(),
@@ -171,6 +187,7 @@ fn writable_store(
 /// section). Applied by every role through the store, like the operator's writes.
 async fn put_stream(
     State(app): State<Arc<App>>,
+    Extension(actor): Extension<Actor>,
     Path(key): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Json<StreamConfig>, ApiError> {
@@ -191,12 +208,14 @@ async fn put_stream(
         .put(&key, &config)
         .await
         .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
-    info!(stream = %key, "Stream config written through the admin API.");
+    info!(stream = %key, actor = actor.0, "Stream config written through the admin API.");
+    audit(&app, &actor, "stream.put", &key);
     Ok(Json(config))
 }
 
 async fn delete_stream(
     State(app): State<Arc<App>>,
+    Extension(actor): Extension<Actor>,
     Path(key): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let store = writable_store(&app)?;
@@ -212,7 +231,8 @@ async fn delete_stream(
         .delete(&key)
         .await
         .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
-    info!(stream = %key, "Stream deleted through the admin API.");
+    info!(stream = %key, actor = actor.0, "Stream deleted through the admin API.");
+    audit(&app, &actor, "stream.delete", &key);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -225,6 +245,7 @@ struct MetadataBody {
 
 async fn set_metadata(
     State(app): State<Arc<App>>,
+    Extension(actor): Extension<Actor>,
     Path(key): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Json<Meta>, ApiError> {
@@ -242,10 +263,24 @@ async fn set_metadata(
             "title and url are limited to 4096 bytes".into(),
         ));
     }
-    s.set_meta(meta.clone())
+    s.set_meta(meta.clone(), "admin")
         .map_err(|e| ApiError(StatusCode::CONFLICT, e.to_string()))?;
-    info!(stream = %key, title = %meta.title, "Title set through the admin API.");
+    info!(stream = %key, title = %meta.title, actor = actor.0, "Title set through the admin API.");
+    audit(&app, &actor, "metadata.set", &key);
     Ok(Json(meta))
+}
+
+/// Every change made through the admin API is an `admin.action` event (and a log line above).
+fn audit(app: &App, actor: &Actor, action: &str, target: &str) {
+    let stream = target.split('/').next().filter(|s| !s.is_empty());
+    app.events.emit(
+        stream,
+        EventKind::AdminAction {
+            actor: actor.0.to_string(),
+            action: action.to_string(),
+            target: Some(target.to_string()),
+        },
+    );
 }
 
 async fn list_sources(
@@ -258,12 +293,14 @@ async fn list_sources(
 
 async fn promote(
     State(app): State<Arc<App>>,
+    Extension(actor): Extension<Actor>,
     Path((key, id)): Path<(String, u64)>,
 ) -> Result<Json<Vec<SourceInfo>>, ApiError> {
     let s = app.stream(&key).ok_or_else(|| not_found(&key))?;
     match s.promote_source(id) {
         Ok(()) => {
-            info!(stream = %key, source_id = id, "Source promoted to live.");
+            info!(stream = %key, source_id = id, actor = actor.0, "Source promoted to live.");
+            audit(&app, &actor, "source.promote", &format!("{key}/{id}"));
             Ok(Json(s.sources()))
         }
         Err(e @ StreamError::NoSuchSource(_)) => {
@@ -275,9 +312,11 @@ async fn promote(
 
 async fn download_rewind(
     State(app): State<Arc<App>>,
+    Extension(actor): Extension<Actor>,
     Path(key): Path<String>,
 ) -> Result<Response, ApiError> {
     let s = app.stream(&key).ok_or_else(|| not_found(&key))?;
+    audit(&app, &actor, "rewind.download", &key);
     let chunks = s.buffer.snapshot();
     let bytes = tokio::task::spawn_blocking(move || crate::core::dump::encode(&key, &chunks))
         .await

@@ -14,7 +14,7 @@ use crate::cluster::store::ConfigStore;
 use crate::config::{Settings, StreamConfig};
 use crate::core::dump;
 use crate::core::rewind::RewindBuffer;
-use crate::events::Events;
+use crate::events::{EventKind, Events};
 use crate::metrics::Metrics;
 use crate::stream::{ChunkSink, Stream};
 
@@ -37,7 +37,7 @@ pub struct App {
     streams: RwLock<BTreeMap<String, Arc<Stream>>>,
     pub metrics: Metrics,
     /// Everything worth telling an operator about (log, `/api/events`, webhooks).
-    pub events: Events,
+    pub events: Arc<Events>,
     listeners: AtomicU64,
     pub shutdown: CancellationToken,
     ready: tokio::sync::watch::Sender<bool>,
@@ -67,7 +67,15 @@ pub struct Cluster {
 
 struct SlaveReport {
     at: Instant,
-    listeners: HashMap<String, u64>,
+    streams: HashMap<String, Reported>,
+}
+
+/// What a slave reports about one stream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reported {
+    pub listeners: u64,
+    /// The newest chunk it holds: how far behind the master it is.
+    pub last_seq: Option<u64>,
 }
 
 /// A slave that has not reported for this long is considered gone.
@@ -81,14 +89,14 @@ impl Cluster {
         }
     }
 
-    pub fn report(&self, slave: &str, listeners: HashMap<String, u64>) {
-        self.report_at(slave, listeners, Instant::now());
+    pub fn report(&self, slave: &str, streams: HashMap<String, Reported>) {
+        self.report_at(slave, streams, Instant::now());
     }
 
     /// [`Cluster::report`] at a given time (tests move the clock).
-    pub fn report_at(&self, slave: &str, listeners: HashMap<String, u64>, at: Instant) {
+    pub fn report_at(&self, slave: &str, streams: HashMap<String, Reported>, at: Instant) {
         let mut slaves = self.slaves.lock().unwrap_or_else(PoisonError::into_inner);
-        slaves.insert(slave.to_string(), SlaveReport { at, listeners });
+        slaves.insert(slave.to_string(), SlaveReport { at, streams });
         // Forget slaves long gone, so a churn of pods does not grow the map forever.
         slaves.retain(|_, r| at.saturating_duration_since(r.at) < SLAVE_TIMEOUT * 4);
     }
@@ -107,9 +115,21 @@ impl Cluster {
             .collect();
         let total = alive
             .iter()
-            .map(|r| r.listeners.get(stream).copied().unwrap_or(0))
+            .map(|r| r.streams.get(stream).map_or(0, |s| s.listeners))
             .sum();
         (total, alive.len())
+    }
+
+    /// The newest chunk each live slave reported for `stream`.
+    pub fn tips(&self, stream: &str) -> Vec<(String, Option<u64>)> {
+        let slaves = self.slaves.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut v: Vec<_> = slaves
+            .iter()
+            .filter(|(_, r)| r.at.elapsed() < SLAVE_TIMEOUT)
+            .map(|(id, r)| (id.clone(), r.streams.get(stream).and_then(|s| s.last_seq)))
+            .collect();
+        v.sort();
+        v
     }
 
     /// Live slaves by id, with their reports' age.
@@ -156,7 +176,10 @@ impl App {
         cluster: Option<Cluster>,
     ) -> Arc<App> {
         let metrics = Metrics::new();
-        let events = Events::new(&crate::events::this_host(), metrics.events.clone());
+        let events = Arc::new(Events::new(
+            &crate::events::this_host(),
+            metrics.events.clone(),
+        ));
         Arc::new(App {
             settings,
             role,
@@ -306,9 +329,18 @@ impl App {
             .keys()
             .cloned()
             .collect();
+        let changed = |key: &str, change: &str| {
+            self.events.emit(
+                Some(key),
+                EventKind::ConfigChanged {
+                    change: change.to_string(),
+                },
+            );
+        };
         for key in &current {
             if !configs.contains_key(key) {
                 self.remove_stream(key);
+                changed(key, "removed");
             }
         }
         for (key, config) in configs {
@@ -318,14 +350,19 @@ impl App {
                     if *s.settings() != settings {
                         info!(stream = %key, "Stream settings changed; applied in place.");
                         s.update_settings(settings);
+                        changed(key, "updated");
                     }
                 }
                 Some(_) => {
                     warn!(stream = %key, "Stream format changed; recreating the stream.");
                     self.remove_stream(key);
                     self.create_stream(settings);
+                    changed(key, "updated");
                 }
-                None => self.create_stream(settings),
+                None => {
+                    self.create_stream(settings);
+                    changed(key, "created");
+                }
             }
             self.reconcile_fallback(key);
         }
@@ -354,7 +391,8 @@ impl App {
             sink,
             self.settings.chunk_duration,
         )
-        .with_parent(&self.shutdown);
+        .with_parent(&self.shutdown)
+        .with_events(self.events.clone());
         if let Some(floor) = floor {
             let next = stream.raise_epoch(floor);
             info!(stream = %key, floor, next = ?next, "Discontinuity epoch continued from the store.");
@@ -368,6 +406,16 @@ impl App {
                 waker.removed.cancelled().await;
                 waker.buffer.wake();
             });
+            if self.role.ingests() {
+                runtime.spawn(crate::source::sourceless::watch(stream.clone()));
+            }
+            if self.role != Role::Slave {
+                let (app, counted) = (self.clone(), stream.clone());
+                runtime.spawn(crate::serve::audience::watch(stream.clone(), move || {
+                    app.cluster_listeners(&counted.key)
+                        .map_or_else(|| counted.listener_count(), |(n, _)| n)
+                }));
+            }
         }
         self.streams
             .write()
@@ -407,6 +455,14 @@ impl App {
                     seconds = buffer.held() as f64 / 1e6,
                     ms = started.elapsed().as_millis() as u64,
                     "Rewind buffer restored from dump."
+                );
+                self.events.emit(
+                    Some(key),
+                    EventKind::BufferRestored {
+                        from: "dump".into(),
+                        chunks: n as u64,
+                        seconds: buffer.held() as f64 / 1e6,
+                    },
                 );
                 Some(buffer)
             }
@@ -518,7 +574,13 @@ mod tests {
         let counts = |pairs: &[(&str, u64)]| {
             pairs
                 .iter()
-                .map(|(k, n)| (k.to_string(), *n))
+                .map(|(k, n)| {
+                    let r = Reported {
+                        listeners: *n,
+                        last_seq: None,
+                    };
+                    (k.to_string(), r)
+                })
                 .collect::<HashMap<_, _>>()
         };
         c.report_at("a", counts(&[("live", 3), ("news", 1)]), t0);

@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::core::codec::Format;
+use crate::events::webhook::WebhookConfig;
 
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8000";
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8001";
@@ -98,6 +99,8 @@ pub struct FileConfig {
     pub listener_max_lag: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     pub shutdown_timeout: Option<Duration>,
+    /// Server-wide webhooks: every stream's events they ask for.
+    pub webhooks: Option<Vec<WebhookConfig>>,
     pub streams: Option<BTreeMap<String, StreamConfig>>,
 }
 
@@ -140,6 +143,7 @@ pub struct Settings {
     pub source_timeout: Duration,
     pub listener_max_lag: Duration,
     pub shutdown_timeout: Duration,
+    pub webhooks: Vec<WebhookConfig>,
     pub streams: BTreeMap<String, StreamConfig>,
 }
 
@@ -162,6 +166,7 @@ impl Settings {
             source_timeout: Duration::from_secs(10),
             listener_max_lag: DEFAULT_MAX_LAG,
             shutdown_timeout: Duration::from_secs(10),
+            webhooks: vec![],
             streams: BTreeMap::from([(DEFAULT_STREAM.to_string(), StreamConfig::default())]),
         }
     }
@@ -185,6 +190,7 @@ impl Settings {
             source_timeout,
             listener_max_lag,
             shutdown_timeout,
+            webhooks,
             streams
         );
         if f.admin_token.is_some() {
@@ -239,6 +245,10 @@ impl Settings {
         if self.streams.is_empty() {
             return Err(invalid("streams", "at least one stream is required"));
         }
+        for (i, hook) in self.webhooks.iter().enumerate() {
+            hook.validate()
+                .map_err(|e| invalid(format!("webhooks[{i}]"), e))?;
+        }
         for (key, s) in &self.streams {
             validate_key(key)?;
             s.validate(&format!("streams.{key}"))?;
@@ -274,6 +284,8 @@ impl Settings {
             fallback: c.fallback.clone(),
             group: c.group.clone(),
             hls_segment: c.hls_segment.unwrap_or(DEFAULT_HLS_SEGMENT),
+            silence: SilenceSettings::default(),
+            monitored: true,
         }
     }
 }
@@ -409,6 +421,27 @@ pub struct StreamSettings {
     pub fallback: Option<String>,
     pub group: Option<String>,
     pub hls_segment: Duration,
+    pub silence: SilenceSettings,
+    /// Raise `stream.sourceless.*` when the stream has no source for 30 s.
+    pub monitored: bool,
+}
+
+/// What a stream does about dead air on its sources.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SilenceAction {
+    /// Events and metrics only.
+    #[default]
+    Alert,
+    /// Also promote the next standby with audio, else the fallback; never a silent one.
+    Failover,
+}
+
+/// Dead-air detection of a stream's sources.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SilenceSettings {
+    pub detect: crate::core::level::silence::Settings,
+    pub action: SilenceAction,
 }
 
 /// Parse `KEY` or `KEY:mp3` / `KEY:aac` as given to `--stream`.
@@ -468,6 +501,23 @@ mod tests {
         );
         assert!(validate_key("sg").is_err());
         assert!(validate_key("a/b").is_err());
+    }
+
+    #[test]
+    fn webhooks_are_checked_at_config_time() {
+        let yaml = "webhooks:\n  - url: https://hooks.example.net/sm\n    types: [source.*]\n    secret: whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3\n  - url: ftp://nope\n";
+        let mut s = Settings::defaults("pw".into());
+        s.apply_file(FileConfig::parse(yaml).unwrap());
+        let err = s.validate().unwrap_err().to_string();
+        assert!(err.contains("webhooks[1]") && err.contains("http"), "{err}");
+        s.webhooks.truncate(1);
+        s.validate().unwrap();
+        s.webhooks[0].types = vec!["source.exploded".into()];
+        let err = s.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("webhooks[0]") && err.contains("source.exploded"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -17,6 +17,13 @@ pub struct StreamLabel {
     pub stream: String,
 }
 
+/// One source of a stream, by the id it got when it connected.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabel {
+    pub stream: String,
+    pub source: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProtocolLabel {
     pub stream: String,
@@ -34,7 +41,11 @@ pub struct Metrics {
     sources: Family<StreamLabel, Gauge>,
     received_bytes: Family<StreamLabel, Counter>,
     buffer_seconds: Family<StreamLabel, Gauge<f64, AtomicU64>>,
+    buffer_target: Family<StreamLabel, Gauge<f64, AtomicU64>>,
     chunks: Family<StreamLabel, Counter>,
+    source_silent: Family<SourceLabel, Gauge>,
+    stream_silent: Family<StreamLabel, Gauge>,
+    source_level: Family<StreamLabel, Gauge<f64, AtomicU64>>,
     pub open_connections: Gauge,
     pub events: EventMetrics,
 }
@@ -49,7 +60,15 @@ pub struct StreamMetrics {
     pub sources: Gauge,
     pub received_bytes: Counter,
     pub buffer_seconds: Gauge<f64, AtomicU64>,
+    /// The configured rewind length: what `buffer_seconds` fills up to.
+    pub buffer_target_seconds: Gauge<f64, AtomicU64>,
     pub chunks: Counter,
+    /// Per source: whether it is in dead air (series added and removed with the source).
+    pub source_silent: Family<SourceLabel, Gauge>,
+    /// Whether the live source (the audio on air) is in dead air.
+    pub stream_silent: Gauge,
+    /// The live source's loudest channel, RMS over the latest 100 ms.
+    pub source_level_dbfs: Gauge<f64, AtomicU64>,
 }
 
 /// Listener protocols counted separately (their sum is the stream's listener count).
@@ -75,7 +94,11 @@ impl Metrics {
             sources: Family::default(),
             received_bytes: Family::default(),
             buffer_seconds: Family::default(),
+            buffer_target: Family::default(),
             chunks: Family::default(),
+            source_silent: Family::default(),
+            stream_silent: Family::default(),
+            source_level: Family::default(),
             open_connections: Gauge::default(),
             events: EventMetrics::default(),
         };
@@ -122,9 +145,29 @@ impl Metrics {
             m.buffer_seconds.clone(),
         );
         registry.register(
+            "buffer_target_seconds",
+            "Seconds of audio the rewind buffer is configured to hold",
+            m.buffer_target.clone(),
+        );
+        registry.register(
             "chunks",
             "Chunks added to the rewind buffer",
             m.chunks.clone(),
+        );
+        registry.register(
+            "source_silent",
+            "Whether the source is in dead air (1) or not (0)",
+            m.source_silent.clone(),
+        );
+        registry.register(
+            "stream_silent",
+            "Whether the audio on air (the live source) is in dead air (1) or not (0)",
+            m.stream_silent.clone(),
+        );
+        registry.register(
+            "source_level_dbfs",
+            "Level of the live source: loudest channel, RMS over 100 ms",
+            m.source_level.clone(),
         );
         registry.register(
             "open_connections",
@@ -145,7 +188,11 @@ impl Metrics {
             sources: self.sources.get_or_create(&l).clone(),
             received_bytes: self.received_bytes.get_or_create(&l).clone(),
             buffer_seconds: self.buffer_seconds.get_or_create(&l).clone(),
+            buffer_target_seconds: self.buffer_target.get_or_create(&l).clone(),
             chunks: self.chunks.get_or_create(&l).clone(),
+            source_silent: self.source_silent.clone(),
+            stream_silent: self.stream_silent.get_or_create(&l).clone(),
+            source_level_dbfs: self.source_level.get_or_create(&l).clone(),
         }
     }
 
@@ -170,7 +217,10 @@ impl Metrics {
         self.sources.remove(&l);
         self.received_bytes.remove(&l);
         self.buffer_seconds.remove(&l);
+        self.buffer_target.remove(&l);
         self.chunks.remove(&l);
+        self.source_level.remove(&l);
+        self.stream_silent.remove(&l);
         for protocol in PROTOCOLS {
             let l = ProtocolLabel {
                 stream: key.into(),

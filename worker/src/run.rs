@@ -19,6 +19,7 @@ use crate::cluster::transport;
 use crate::cluster::transport::{TransportClient, TransportError};
 use crate::cluster::{self, ClusterOptions, SlaveOptions};
 use crate::config::Settings;
+use crate::events::webhook::{Hook, Retry, Webhooks};
 use crate::serve::{routes, server};
 
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +108,25 @@ pub async fn start(app: Arc<App>) -> Result<Running, RunError> {
                 }
             }
         }));
+    }
+    if app.role != Role::Slave && !settings.webhooks.is_empty() {
+        // Slaves hand their events to the master, which delivers each once per cluster.
+        let hooks = Webhooks::start(
+            &app.events,
+            app.metrics.events.clone(),
+            Retry::default(),
+            app.shutdown.clone(),
+        );
+        hooks.set(
+            settings
+                .webhooks
+                .iter()
+                .map(|config| Hook {
+                    stream: None,
+                    config: config.clone(),
+                })
+                .collect(),
+        );
     }
     info!(%listen_addr, %admin_addr, role = ?app.role, "Listening.");
     Ok(Running {

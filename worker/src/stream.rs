@@ -1,20 +1,23 @@
 //! A stream at run time: its settings, shared rewind buffer, sources (where this role ingests)
 //! and listener accounting.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::StreamSettings;
+use crate::config::{SilenceAction, StreamSettings};
 use crate::core::chunk::{Chunk, Meta};
 use crate::core::chunker::Chunker;
 use crate::core::codec::Frame;
 use crate::core::rewind::{Inserted, RewindBuffer};
-use crate::metrics::{Metrics, StreamMetrics};
+use crate::events::{EventKind, Events, Promotion};
+use crate::metrics::{Metrics, SourceLabel, StreamMetrics};
+use crate::source::monitor::{self, Monitor};
 use crate::time::now_micros;
 
 /// The newest audio in a buffer; listeners wait on changes of it.
@@ -194,7 +197,42 @@ struct IngestState {
     chunker: Chunker,
     /// Priority order: index 0 is live. Encoders in arrival order, the fallback last.
     sources: Vec<SourceInfo>,
+    /// Per source id: its level monitor and what its departure event reports.
+    tracked: HashMap<u64, Tracked>,
     next_id: u64,
+}
+
+struct Tracked {
+    monitor: Option<Monitor>,
+    since: Instant,
+    bytes: u64,
+}
+
+impl IngestState {
+    fn is_silent(&self, id: u64) -> bool {
+        self.tracked
+            .get(&id)
+            .and_then(|t| t.monitor.as_ref())
+            .is_some_and(|m| m.level.is_silent())
+    }
+
+    /// The first standby with audio now: metered, not in dead air, above the threshold.
+    fn audible_standby(&self, threshold_dbfs: i16) -> Option<usize> {
+        self.sources
+            .iter()
+            .skip(1)
+            .position(|s| {
+                self.tracked
+                    .get(&s.id)
+                    .and_then(|t| t.monitor.as_ref())
+                    .is_some_and(|m| {
+                        m.level.metered()
+                            && !m.level.is_silent()
+                            && m.level.rms_dbfs() >= f32::from(threshold_dbfs)
+                    })
+            })
+            .map(|i| i + 1)
+    }
 }
 
 /// Where this role ingests (standalone, master): sources, the chunker, the title.
@@ -216,6 +254,7 @@ pub struct Stream {
     pub removed: CancellationToken,
     /// HLS caches and listener sessions.
     pub hls: crate::serve::hls::StreamHls,
+    events: Option<Arc<Events>>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -256,6 +295,7 @@ impl Stream {
                         meta,
                     ),
                     sources: vec![],
+                    tracked: HashMap::new(),
                     next_id: 1,
                 }),
                 encoders: watch::Sender::new(0),
@@ -265,6 +305,9 @@ impl Stream {
         stream_metrics
             .buffer_seconds
             .set(buffer.held() as f64 / 1e6);
+        stream_metrics
+            .buffer_target_seconds
+            .set(settings.rewind.as_secs_f64());
         Stream {
             key: settings.key.clone(),
             settings: RwLock::new(Arc::new(settings)),
@@ -275,6 +318,20 @@ impl Stream {
             listeners: AtomicU64::new(0),
             removed: CancellationToken::new(),
             hls: Default::default(),
+            events: None,
+        }
+    }
+
+    /// Report source changes and dead air through `events`.
+    pub fn with_events(mut self, events: Arc<Events>) -> Stream {
+        self.events = Some(events);
+        self
+    }
+
+    /// Raise an event about this stream (no-op without an event bus).
+    pub fn emit(&self, kind: EventKind) {
+        if let Some(events) = &self.events {
+            events.emit(Some(&self.key), kind);
         }
     }
 
@@ -305,12 +362,18 @@ impl Stream {
         let old = self.settings();
         if old.rewind != new.rewind {
             self.buffer.set_max(new.rewind);
+            self.metrics
+                .buffer_target_seconds
+                .set(new.rewind.as_secs_f64());
         }
         if (old.title != new.title || old.url != new.url) && self.ingest.is_some() {
-            let _ = self.set_meta(Meta {
-                title: new.title.clone(),
-                url: new.url.clone(),
-            });
+            let _ = self.set_meta(
+                Meta {
+                    title: new.title.clone(),
+                    url: new.url.clone(),
+                },
+                "config",
+            );
         }
         *self
             .settings
@@ -352,10 +415,16 @@ impl Stream {
         self.metrics
             .source_connected
             .set(i64::from(!state.sources.is_empty()));
+        if state.sources.is_empty() {
+            // No source is not dead air (the sourceless alarm covers it).
+            self.metrics.stream_silent.set(0);
+        }
+        // With failover on, an encoder in dead air does not hold the fallback back.
+        let failover = self.settings().silence.action == SilenceAction::Failover;
         let encoders = state
             .sources
             .iter()
-            .filter(|s| s.kind == SourceKind::Encoder)
+            .filter(|s| s.kind == SourceKind::Encoder && !(failover && state.is_silent(s.id)))
             .count();
         ingest.encoders.send_if_modified(|n| {
             let changed = *n != encoders;
@@ -390,7 +459,8 @@ impl Stream {
     /// A source whose audio has been recognised joins the stream. Encoders queue behind earlier
     /// encoders; any encoder displaces the fallback.
     pub fn add_source(&self, mut info: SourceInfo) -> Result<u64, StreamError> {
-        self.with_ingest(|st, out| {
+        let settings = self.settings();
+        let (id, live, info) = self.with_ingest(|st, out| {
             let id = st.next_id;
             st.next_id += 1;
             info.id = id;
@@ -402,29 +472,90 @@ impl Stream {
                     .unwrap_or(st.sources.len()),
                 SourceKind::Fallback => st.sources.len(),
             };
-            st.sources.insert(pos, info);
+            let monitor = Monitor::start(monitor::Context {
+                stream: self.key.clone(),
+                source_id: id,
+                settings: settings.silence.detect,
+                events: self.events.clone(),
+                silent_gauge: self
+                    .metrics
+                    .source_silent
+                    .get_or_create(&self.source_label(id))
+                    .clone(),
+            });
+            st.tracked.insert(
+                id,
+                Tracked {
+                    monitor,
+                    since: Instant::now(),
+                    bytes: 0,
+                },
+            );
+            st.sources.insert(pos, info.clone());
             if pos == 0 {
                 st.chunker.new_source(out);
             }
-            id
-        })
+            (id, pos == 0, info)
+        })?;
+        self.emit(EventKind::SourceConnected {
+            source_id: id,
+            source_kind: match info.kind {
+                SourceKind::Encoder => "encoder",
+                SourceKind::Fallback => "fallback",
+            }
+            .to_string(),
+            remote: info.remote,
+            user_agent: info.user_agent,
+            codec: info.codec.unwrap_or_default(),
+            live,
+        });
+        Ok(id)
     }
 
-    pub fn remove_source(&self, id: u64) {
-        let _ = self.with_ingest(|st, out| {
-            if let Some(pos) = st.sources.iter().position(|s| s.id == id) {
-                st.sources.remove(pos);
-                if pos == 0 {
-                    // The live source left: close its last chunk; the next one starts anew.
-                    st.chunker.new_source(out);
-                }
+    fn source_label(&self, id: u64) -> SourceLabel {
+        SourceLabel {
+            stream: self.key.clone(),
+            source: id.to_string(),
+        }
+    }
+
+    /// The source left: `reason` is what its departure event says (`closed`, `timeout`, ...).
+    pub fn remove_source(&self, id: u64, reason: &str) {
+        let left = self.with_ingest(|st, out| {
+            let pos = st.sources.iter().position(|s| s.id == id)?;
+            st.sources.remove(pos);
+            let tracked = st.tracked.remove(&id);
+            let next = (pos == 0)
+                .then(|| st.sources.first().map(|s| s.id))
+                .flatten();
+            if pos == 0 {
+                // The live source left: close its last chunk; the next one starts anew.
+                st.chunker.new_source(out);
             }
+            Some((tracked, next))
         });
+        let Ok(Some((tracked, next))) = left else {
+            return;
+        };
+        self.metrics.source_silent.remove(&self.source_label(id));
+        let (bytes, seconds) = tracked.map_or((0, 0), |t| (t.bytes, t.since.elapsed().as_secs()));
+        self.emit(EventKind::SourceDisconnected {
+            source_id: id,
+            reason: reason.to_string(),
+            bytes,
+            seconds,
+        });
+        if let Some(next) = next {
+            self.emit(EventKind::SourcePromoted {
+                source_id: next,
+                by: Promotion::Takeover,
+            });
+        }
     }
 
     /// Make a standby source live.
     pub fn promote_source(&self, id: u64) -> Result<(), StreamError> {
-        self.with_ingest(|st, out| {
+        let moved = self.with_ingest(|st, out| {
             let pos = st
                 .sources
                 .iter()
@@ -435,23 +566,75 @@ impl Stream {
                 st.sources.insert(0, s);
                 st.chunker.new_source(out);
             }
-            Ok(())
-        })?
+            Ok(pos != 0)
+        })??;
+        if moved {
+            self.emit(EventKind::SourcePromoted {
+                source_id: id,
+                by: Promotion::Admin,
+            });
+        }
+        Ok(())
     }
 
-    /// Frames from source `id`; only the live source's frames become audio.
+    /// Frames from source `id`; every source's frames are metered, only the live source's
+    /// become audio. With failover on, a live source in dead air gives way here to the first
+    /// standby with audio.
     pub fn source_frames(&self, id: u64, frames: &[Frame]) -> bool {
-        self.with_ingest(|st, out| {
-            if st.sources.first().map(|s| s.id) != Some(id) {
-                return false;
-            }
-            let now = now_micros();
-            for f in frames {
-                st.chunker.push(f, now, out);
-            }
-            true
-        })
-        .unwrap_or(false)
+        let silence = self.settings().silence;
+        let (live, promoted) = self
+            .with_ingest(|st, out| {
+                if let Some(t) = st.tracked.get_mut(&id) {
+                    t.bytes += frames.iter().map(|f| f.data.len() as u64).sum::<u64>();
+                    if let Some(m) = &t.monitor {
+                        m.feed(frames);
+                    }
+                }
+                let mut promoted = None;
+                if st.sources.first().map(|s| s.id) == Some(id)
+                    && silence.action == SilenceAction::Failover
+                    && st.is_silent(id)
+                    && let Some(pos) = st.audible_standby(silence.detect.threshold_dbfs)
+                {
+                    let s = st.sources.remove(pos);
+                    promoted = Some(s.id);
+                    st.sources.insert(0, s);
+                    st.chunker.new_source(out);
+                }
+                let Some(live) = st.sources.first().map(|s| s.id) else {
+                    return (false, promoted);
+                };
+                if let Some(m) = st.tracked.get(&live).and_then(|t| t.monitor.as_ref()) {
+                    self.metrics
+                        .source_level_dbfs
+                        .set(f64::from(m.level.rms_dbfs()));
+                    self.metrics
+                        .stream_silent
+                        .set(i64::from(m.level.is_silent()));
+                }
+                if live != id {
+                    return (false, promoted);
+                }
+                let now = now_micros();
+                for f in frames {
+                    st.chunker.push(f, now, out);
+                }
+                (true, promoted)
+            })
+            .unwrap_or((false, None));
+        if let Some(standby) = promoted {
+            tracing::warn!(
+                stream = %self.key,
+                from = id,
+                to = standby,
+                "Dead air: failing over to a standby source with audio."
+            );
+            self.emit(EventKind::SourcePromoted {
+                source_id: standby,
+                by: Promotion::Failover,
+            });
+        }
+        live
     }
 
     pub fn set_source_codec(&self, id: u64, codec: &str) {
@@ -462,18 +645,41 @@ impl Stream {
         });
     }
 
-    /// The title and url from here on.
-    pub fn set_meta(&self, meta: Meta) -> Result<(), StreamError> {
-        self.with_ingest(|st, out| st.chunker.set_meta(Arc::new(meta), out))
+    /// The title and url from here on; `by` says who changed them (`source`, `admin`,
+    /// `config`) in the `stream.metadata.changed` event.
+    pub fn set_meta(&self, meta: Meta, by: &str) -> Result<(), StreamError> {
+        let changed = self.with_ingest(|st, out| {
+            let changed = *st.chunker.meta() != meta;
+            st.chunker.set_meta(Arc::new(meta.clone()), out);
+            changed
+        })?;
+        if changed {
+            self.metadata_changed(meta, by);
+        }
+        Ok(())
     }
 
     /// Metadata from a source itself (in-band ICY titles of a relay): applies only while that
     /// source is live.
     pub fn set_meta_from_source(&self, id: u64, meta: Meta) {
-        let _ = self.with_ingest(|st, out| {
-            if st.sources.first().map(|s| s.id) == Some(id) && *st.chunker.meta() != meta {
-                st.chunker.set_meta(Arc::new(meta), out);
+        let changed = self.with_ingest(|st, out| {
+            let live = st.sources.first().map(|s| s.id) == Some(id);
+            let changed = live && *st.chunker.meta() != meta;
+            if changed {
+                st.chunker.set_meta(Arc::new(meta.clone()), out);
             }
+            changed
+        });
+        if changed == Ok(true) {
+            self.metadata_changed(meta, "relay");
+        }
+    }
+
+    fn metadata_changed(&self, meta: Meta, by: &str) {
+        self.emit(EventKind::StreamMetadataChanged {
+            title: meta.title,
+            url: meta.url,
+            by: by.to_string(),
         });
     }
 
@@ -578,7 +784,7 @@ mod tests {
         );
         assert!(s.source_frames(a, &frames(40)));
         assert!(!s.source_frames(b, &frames(40)), "b waits as standby");
-        s.remove_source(a);
+        s.remove_source(a, "closed");
         assert!(s.source_frames(b, &frames(40)));
         s.promote_source(fb).unwrap();
         assert!(s.source_frames(fb, &frames(40)));

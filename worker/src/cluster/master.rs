@@ -1,5 +1,5 @@
 //! The master role's cluster side: apply configs from the store, count the slaves' listeners,
-//! and on start recover chunks that slaves hold but the master's dump does not.
+//! watch how far behind each slave is, and on start recover chunks that slaves hold but the master's dump does not.
 //!
 //! Recovery: a master that crashed restarts from its last dump, which is older than what the
 //! slaves received over NATS before the crash. Before a stream is created, the master asks on
@@ -10,21 +10,25 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::app::App;
+use crate::app::{App, Reported};
 use crate::cluster::STATS_INTERVAL;
 use crate::cluster::bus::{Bus, HoldingsReply, HoldingsRequest, StatsReport};
+use crate::cluster::lag;
 use crate::cluster::repair::Range;
 use crate::cluster::store::{ConfigWatch, Configs};
 use crate::cluster::transport::TransportClient;
 use crate::config::StreamConfig;
 use crate::core::rewind::RewindBuffer;
+use crate::events::EventKind;
 use crate::metrics::StreamLabel;
 
 /// How long a restarted master collects answers from slaves.
@@ -249,12 +253,18 @@ async fn collect_stats(app: Arc<App>, bus: Bus) {
             info!(slave = %report.slave, url = %report.url, "Slave reporting.");
         }
         if let Some(cluster) = &app.cluster {
-            let listeners = report
+            let streams = report
                 .streams
                 .iter()
-                .map(|(k, s)| (k.clone(), s.listeners))
+                .map(|(k, s)| {
+                    let r = Reported {
+                        listeners: s.listeners,
+                        last_seq: s.last_seq,
+                    };
+                    (k.clone(), r)
+                })
                 .collect();
-            cluster.report(&report.slave, listeners);
+            cluster.report(&report.slave, streams);
         }
     }
 }
@@ -275,6 +285,16 @@ async fn publish_cluster_metrics(app: Arc<App>) {
             alive.clone(),
         );
     });
+    let lag_seconds: Family<ReplicaLabel, Gauge<f64, AtomicU64>> = Family::default();
+    app.metrics.with_registry(|r| {
+        r.register(
+            "replica_lag_seconds",
+            "How far a slave's newest chunk is behind the master's (content time)",
+            lag_seconds.clone(),
+        );
+    });
+    let mut tracker = lag::Tracker::default();
+    let mut lag_shown: Vec<ReplicaLabel> = vec![];
     let mut tick = tokio::time::interval(STATS_INTERVAL / 2);
     let mut shown: Vec<String> = vec![];
     loop {
@@ -307,7 +327,66 @@ async fn publish_cluster_metrics(app: Arc<App>) {
             slaves = c.alive().len();
         }
         alive.set(slaves as i64);
+        check_replicas(&app, &streams, &mut tracker, &lag_seconds, &mut lag_shown);
     }
+}
+
+/// Each live slave's lag per stream: the gauge, and `replica.unsynced`/`replica.synced` when
+/// it crosses [`lag::UNSYNCED_AT`].
+fn check_replicas(
+    app: &App,
+    streams: &[Arc<crate::stream::Stream>],
+    tracker: &mut lag::Tracker,
+    gauge: &Family<ReplicaLabel, Gauge<f64, AtomicU64>>,
+    shown: &mut Vec<ReplicaLabel>,
+) {
+    let Some(cluster) = &app.cluster else {
+        return;
+    };
+    let mut now_shown = vec![];
+    for stream in streams {
+        for (replica, last_seq) in cluster.tips(&stream.key) {
+            let lag = stream.buffer.read(|b| lag::lag(b, last_seq));
+            let label = ReplicaLabel {
+                stream: stream.key.clone(),
+                replica: replica.clone(),
+            };
+            gauge.get_or_create(&label).set(lag.as_secs_f64());
+            now_shown.push(label);
+            let kind = match tracker.observe(&replica, &stream.key, lag) {
+                Some(lag::Transition::Unsynced { replica, lag }) => {
+                    warn!(stream = %stream.key, %replica, lag = ?lag, "Slave is behind the master.");
+                    EventKind::ReplicaUnsynced {
+                        replica,
+                        lag_seconds: lag.as_secs_f64(),
+                    }
+                }
+                Some(lag::Transition::Synced { replica, lag }) => {
+                    info!(stream = %stream.key, %replica, "Slave caught up with the master.");
+                    EventKind::ReplicaSynced {
+                        replica,
+                        lag_seconds: lag.as_secs_f64(),
+                    }
+                }
+                None => continue,
+            };
+            stream.emit(kind);
+        }
+    }
+    // Slaves gone and streams removed: their series and states go too.
+    for old in shown.drain(..) {
+        if !now_shown.contains(&old) {
+            gauge.remove(&old);
+        }
+    }
+    tracker.forget(|r, s| now_shown.iter().any(|l| l.replica == r && l.stream == s));
+    *shown = now_shown;
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReplicaLabel {
+    stream: String,
+    replica: String,
 }
 
 #[cfg(test)]

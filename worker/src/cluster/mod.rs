@@ -5,6 +5,7 @@
 
 pub mod bus;
 pub mod check;
+pub mod lag;
 pub mod master;
 pub mod repair;
 pub mod slave;

@@ -390,6 +390,14 @@ async fn follow(slave: Arc<Slave>, stream: Arc<Stream>, loaded: Arc<AtomicBool>)
                     seconds = stream.buffer.held_seconds(),
                     "Rewind snapshot loaded from the master."
                 );
+                slave.app.events.emit(
+                    Some(&key),
+                    crate::events::EventKind::BufferRestored {
+                        from: "master".into(),
+                        chunks: n as u64,
+                        seconds: stream.buffer.held_seconds(),
+                    },
+                );
                 break;
             }
             Err(e) => {

@@ -10,4 +10,5 @@ pub mod dump;
 pub mod http_head;
 pub mod http_reply;
 pub mod icy;
+pub mod level;
 pub mod rewind;

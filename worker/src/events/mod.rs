@@ -115,7 +115,7 @@ pub enum EventKind {
     ReplicaSynced { replica: String, lag_seconds: f64 },
     #[serde(rename = "buffer.restored")]
     BufferRestored {
-        /// `dump` or `slaves`.
+        /// `dump`, `slaves` (a restarted master) or `master` (a slave's snapshot).
         from: String,
         chunks: u64,
         seconds: f64,

@@ -2,8 +2,10 @@
 //! [`crate::source::ingest`], first-request listeners to [`direct`] (straight from the socket),
 //! everything else to hyper and the [`routes`] router. [`listen`] opens a listener (limits,
 //! landing, headers) for both paths, [`listener`] is the cursor that paces it, [`connection`]
-//! writes the raw-socket responses, and [`hls`] serves HLS.
+//! writes the raw-socket responses, [`hls`] serves HLS, and [`audience`] reports the listener
+//! count as events.
 
+pub mod audience;
 pub mod connection;
 pub mod direct;
 pub mod hls;

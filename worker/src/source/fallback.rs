@@ -129,7 +129,7 @@ struct Registration<'a> {
 
 impl Drop for Registration<'_> {
     fn drop(&mut self) {
-        self.stream.remove_source(self.id);
+        self.stream.remove_source(self.id, "fallback stopped");
     }
 }
 

@@ -113,6 +113,18 @@ pub async fn handle_source(
     .await;
 }
 
+impl Outcome {
+    fn reason(&self) -> &'static str {
+        match self {
+            Outcome::Ended { .. } => "closed",
+            Outcome::NotAudio { .. } => "not audio",
+            Outcome::Timeout { .. } => "timeout",
+            Outcome::Protocol => "protocol error",
+            Outcome::Stopped => "stopped",
+        }
+    }
+}
+
 enum Outcome {
     Ended {
         bytes: u64,
@@ -133,11 +145,13 @@ enum Outcome {
 struct Registered<'a> {
     stream: &'a Stream,
     id: u64,
+    /// Why the connection ended, for the departure event.
+    reason: &'static str,
 }
 
 impl Drop for Registered<'_> {
     fn drop(&mut self) {
-        self.stream.remove_source(self.id);
+        self.stream.remove_source(self.id, self.reason);
     }
 }
 
@@ -200,6 +214,7 @@ impl<'a> Receiver<'a> {
             self.registered = Some(Registered {
                 stream: self.stream,
                 id,
+                reason: "closed",
             });
         }
         if let Some(r) = &self.registered {
@@ -238,6 +253,21 @@ async fn receive(
         garbage_mark: 0,
         bytes: 0,
     };
+    let outcome = read_body(app, stream, sock, initial, &mut rx, started).await;
+    if let Some(r) = rx.registered.as_mut() {
+        r.reason = outcome.reason();
+    }
+    outcome
+}
+
+async fn read_body(
+    app: &App,
+    stream: &Stream,
+    sock: &mut TcpStream,
+    initial: BytesMut,
+    rx: &mut Receiver<'_>,
+    started: Instant,
+) -> Outcome {
     let ended = |rx: &Receiver<'_>, body_done| Outcome::Ended {
         bytes: rx.bytes,
         secs: started.elapsed().as_secs(),
@@ -257,12 +287,12 @@ async fn receive(
         };
         let n = match read {
             Err(_) => return Outcome::Timeout { bytes: rx.bytes },
-            Ok(Err(_)) | Ok(Ok(0)) => return ended(&rx, false),
+            Ok(Err(_)) | Ok(Ok(0)) => return ended(rx, false),
             Ok(Ok(n)) => n,
         };
         if let Some(outcome) = rx.feed(&buf[..n]) {
             return outcome;
         }
     }
-    ended(&rx, true)
+    ended(rx, true)
 }

@@ -85,7 +85,7 @@ fn apply_title(stream: &Stream, params: &[(String, String)]) -> Response {
     }
     let url = get("url").unwrap_or_else(|| stream.meta().url);
     info!(stream = %stream.key, %title, "Title updated by the source side.");
-    if stream.set_meta(Meta { title, url }).is_err() {
+    if stream.set_meta(Meta { title, url }, "source").is_err() {
         return icecast_reply(StatusCode::BAD_REQUEST, "This server does not ingest audio");
     }
     icecast_reply(StatusCode::OK, "Metadata update successful")
