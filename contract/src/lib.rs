@@ -80,6 +80,28 @@ pub mod bounds {
     pub const TEXT_MAX_BYTES: usize = 4096;
     /// Schemes a fallback source may use.
     pub const FALLBACK_SCHEMES: &[&str] = &["http://", "https://", "file://"];
+    /// Webhooks per stream.
+    pub const WEBHOOKS_MAX: usize = 16;
+
+    /// Dead-air settings: defaults and bounds. The defaults follow the field: −50 dBFS (AWS
+    /// MediaLive), trip after 20 s (Liquidsoap's `max_blank`), clear at −40 dBFS after 3 s of
+    /// audio (Inovonics' hysteresis).
+    pub mod silence {
+        use std::time::Duration;
+
+        pub const THRESHOLD_DBFS: i16 = -50;
+        pub const CLEAR_DBFS: i16 = -40;
+        pub const TRIP_AFTER: Duration = Duration::from_secs(20);
+        pub const CLEAR_AFTER: Duration = Duration::from_secs(3);
+        /// Levels are whole dBFS in this range.
+        pub const DBFS_MIN: i16 = -119;
+        pub const DBFS_MAX: i16 = 0;
+        pub const TRIP_MIN: Duration = Duration::from_secs(1);
+        pub const TRIP_MAX: Duration = Duration::from_secs(3600);
+        /// One level window.
+        pub const CLEAR_MIN: Duration = Duration::from_millis(100);
+        pub const CLEAR_MAX: Duration = Duration::from_secs(600);
+    }
 }
 
 /// The container formats a stream can carry.
@@ -177,6 +199,72 @@ pub struct StreamConfig {
     pub group: Option<String>,
     #[serde(default, with = "duration", skip_serializing_if = "Option::is_none")]
     pub hls_segment: Option<std::time::Duration>,
+    /// Dead-air detection and what to do about it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub silence: Option<SilenceConfig>,
+    /// Raise `stream.sourceless.*` events when the stream has no source (default: true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitored: Option<bool>,
+    /// This stream's webhooks (besides the server-wide ones).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+/// What a stream does about dead air on its sources.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SilenceAction {
+    /// Events and metrics only.
+    #[default]
+    Alert,
+    /// Also promote the next standby with audio, else the fallback; never a silent one.
+    Failover,
+}
+
+/// A stream's dead-air settings; unset values take the defaults in [`bounds::silence`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SilenceConfig {
+    /// Under this level (loudest channel's RMS, whole dBFS) counts as silence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold_dbfs: Option<i16>,
+    /// Silence ends only at or above this level (at least the threshold).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clear_dbfs: Option<i16>,
+    /// Silent this long trips the alarm.
+    #[serde(default, with = "duration", skip_serializing_if = "Option::is_none")]
+    pub trip_after: Option<std::time::Duration>,
+    /// Audio this long clears it.
+    #[serde(default, with = "duration", skip_serializing_if = "Option::is_none")]
+    pub clear_after: Option<std::time::Duration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<SilenceAction>,
+}
+
+/// One webhook: server-wide in the config file's `webhooks:`, or in a stream's settings.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// `http://` or `https://` endpoint.
+    pub url: String,
+    /// Event types wanted (exact, or a prefix like `source.*`); empty: all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub types: Vec<String>,
+    /// Signing secret: `whsec_<base64>` as Standard Webhooks issues them, or any other string of
+    /// at least 16 bytes (used as it is). Without one, deliveries are not signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+}
+
+// By hand, so the signing secret never reaches a log line.
+impl fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebhookConfig")
+            .field("url", &self.url)
+            .field("types", &self.types)
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 // By hand, so the source password never reaches a log line.
@@ -198,6 +286,9 @@ impl fmt::Debug for StreamConfig {
             .field("fallback", &self.fallback)
             .field("group", &self.group)
             .field("hls_segment", &self.hls_segment)
+            .field("silence", &self.silence)
+            .field("monitored", &self.monitored)
+            .field("webhooks", &self.webhooks)
             .finish()
     }
 }
@@ -284,6 +375,8 @@ pub struct StreamReport {
     pub slaves_alive: Option<u32>,
     /// Current StreamTitle.
     pub title: String,
+    /// The live source is in dead air (tripped and not yet cleared).
+    pub source_silent: bool,
 }
 
 #[cfg(test)]

@@ -76,6 +76,9 @@ impl StreamConfig {
             fallback: spec.fallback.clone(),
             group: spec.group.clone(),
             hls_segment: Some(Duration::from_secs(spec.outputs.hls_segment_seconds.into())),
+            silence: None,
+            monitored: None,
+            webhooks: vec![],
         })
     }
 

@@ -346,6 +346,7 @@ mod tests {
             listeners: 42,
             slaves_alive: Some(2),
             title: String::new(),
+            source_silent: false,
         }))
     }
 

@@ -221,6 +221,7 @@ fn the_masters_stream_status_reads_as_the_operators_report() {
         listeners: 42,
         slaves_alive: Some(3),
         title: "Morning Edition".into(),
+        source_silent: true,
     };
     // The type the master's admin API answers `GET /api/streams/{key}` with.
     let status = streammachine::admin::StreamStatus {

@@ -79,6 +79,7 @@ pub fn status(app: &App, stream: &Stream) -> StreamStatus {
             listeners,
             slaves_alive: slaves_alive.map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
             title: meta.title,
+            source_silent: stream.live_silent(),
         },
         sources,
         buffer_bytes: bytes,

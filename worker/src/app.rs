@@ -14,6 +14,7 @@ use crate::cluster::store::ConfigStore;
 use crate::config::{Settings, StreamConfig};
 use crate::core::dump;
 use crate::core::rewind::RewindBuffer;
+use crate::events::webhook::{Hook, Retry, Webhooks};
 use crate::events::{EventKind, Events};
 use crate::metrics::Metrics;
 use crate::stream::{ChunkSink, Stream};
@@ -57,6 +58,8 @@ pub struct App {
     preloaded: Mutex<HashMap<String, RewindBuffer>>,
     /// Shutting down gracefully: no new listeners, connected ones may finish.
     draining: AtomicBool,
+    /// Standalone and master: the webhook deliveries (slaves hand their events to the master).
+    webhooks: OnceLock<Arc<Webhooks>>,
 }
 
 /// Cluster membership as the master sees it: each slave's last listener report.
@@ -198,7 +201,48 @@ impl App {
             master_url: OnceLock::new(),
             preloaded: Mutex::new(HashMap::new()),
             draining: AtomicBool::new(false),
+            webhooks: OnceLock::new(),
         })
+    }
+
+    /// Deliver events to webhooks from now on (once; later calls are ignored): the server-wide
+    /// ones and every stream's own, kept in step with the streams by [`App::apply_streams`].
+    pub fn start_webhooks(&self, retry: Retry) {
+        let hooks = Webhooks::start(
+            &self.events,
+            self.metrics.events.clone(),
+            retry,
+            self.shutdown.clone(),
+        );
+        if self.webhooks.set(hooks).is_ok() {
+            self.sync_webhooks();
+        }
+    }
+
+    fn sync_webhooks(&self) {
+        let Some(webhooks) = self.webhooks.get() else {
+            return;
+        };
+        let server = self.settings.webhooks.iter().map(|config| Hook {
+            stream: None,
+            config: config.clone(),
+        });
+        let per_stream: Vec<Hook> = self
+            .streams()
+            .iter()
+            .flat_map(|s| {
+                let settings = s.settings();
+                settings
+                    .webhooks
+                    .iter()
+                    .map(|config| Hook {
+                        stream: Some(settings.key.clone()),
+                        config: config.clone(),
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        webhooks.set(server.chain(per_stream).collect());
     }
 
     /// Set the config store (once; later calls are ignored).
@@ -366,6 +410,7 @@ impl App {
             }
             self.reconcile_fallback(key);
         }
+        self.sync_webhooks();
     }
 
     fn create_stream(self: &Arc<Self>, settings: crate::config::StreamSettings) {

@@ -20,8 +20,8 @@ pub const DEFAULT_ICY_METAINT: u32 = 16000;
 pub const DEFAULT_HLS_SEGMENT: Duration = Duration::from_secs(6);
 pub const DEFAULT_MAX_LAG: Duration = Duration::from_secs(30);
 
-pub use streammachine_contract::StreamConfig;
 use streammachine_contract::{KeyProblem, bounds, check_key};
+pub use streammachine_contract::{SilenceAction, StreamConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -246,7 +246,7 @@ impl Settings {
             return Err(invalid("streams", "at least one stream is required"));
         }
         for (i, hook) in self.webhooks.iter().enumerate() {
-            hook.validate()
+            crate::events::webhook::validate(hook)
                 .map_err(|e| invalid(format!("webhooks[{i}]"), e))?;
         }
         for (key, s) in &self.streams {
@@ -284,8 +284,9 @@ impl Settings {
             fallback: c.fallback.clone(),
             group: c.group.clone(),
             hls_segment: c.hls_segment.unwrap_or(DEFAULT_HLS_SEGMENT),
-            silence: SilenceSettings::default(),
-            monitored: true,
+            silence: SilenceSettings::of(c.silence.as_ref()),
+            monitored: c.monitored.unwrap_or(true),
+            webhooks: c.webhooks.clone(),
         }
     }
 }
@@ -390,6 +391,19 @@ impl ValidateStream for StreamConfig {
                 )
             })?;
         }
+        if let Some(c) = &self.silence {
+            validate_silence(prefix, c)?;
+        }
+        if self.webhooks.len() > bounds::WEBHOOKS_MAX {
+            return Err(invalid(
+                format!("{prefix}.webhooks"),
+                format!("at most {} per stream", bounds::WEBHOOKS_MAX),
+            ));
+        }
+        for (i, hook) in self.webhooks.iter().enumerate() {
+            crate::events::webhook::validate(hook)
+                .map_err(|e| invalid(format!("{prefix}.webhooks[{i}]"), e))?;
+        }
         for (key, value) in [("title", &self.title), ("url", &self.url)] {
             if value
                 .as_ref()
@@ -403,6 +417,42 @@ impl ValidateStream for StreamConfig {
         }
         Ok(())
     }
+}
+
+fn validate_silence(
+    prefix: &str,
+    c: &streammachine_contract::SilenceConfig,
+) -> Result<(), ConfigError> {
+    use bounds::silence as b;
+    let key = |field: &str| format!("{prefix}.silence.{field}");
+    for (field, level) in [
+        ("threshold_dbfs", c.threshold_dbfs),
+        ("clear_dbfs", c.clear_dbfs),
+    ] {
+        if let Some(v) = level
+            && !(b::DBFS_MIN..=b::DBFS_MAX).contains(&v)
+        {
+            return Err(invalid(
+                key(field),
+                format!("must be between {} and {} dBFS", b::DBFS_MIN, b::DBFS_MAX),
+            ));
+        }
+    }
+    let threshold = c.threshold_dbfs.unwrap_or(b::THRESHOLD_DBFS);
+    let clear = c.clear_dbfs.unwrap_or(b::CLEAR_DBFS);
+    if clear < threshold {
+        return Err(invalid(
+            key("clear_dbfs"),
+            format!("must be at least the threshold ({threshold} dBFS)"),
+        ));
+    }
+    if let Some(d) = c.trip_after {
+        check_duration(&key("trip_after"), d, b::TRIP_MIN, Some(b::TRIP_MAX))?;
+    }
+    if let Some(d) = c.clear_after {
+        check_duration(&key("clear_after"), d, b::CLEAR_MIN, Some(b::CLEAR_MAX))?;
+    }
+    Ok(())
 }
 
 /// A stream's settings with every default filled in.
@@ -424,17 +474,8 @@ pub struct StreamSettings {
     pub silence: SilenceSettings,
     /// Raise `stream.sourceless.*` when the stream has no source for 30 s.
     pub monitored: bool,
-}
-
-/// What a stream does about dead air on its sources.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SilenceAction {
-    /// Events and metrics only.
-    #[default]
-    Alert,
-    /// Also promote the next standby with audio, else the fallback; never a silent one.
-    Failover,
+    /// The stream's own webhooks.
+    pub webhooks: Vec<WebhookConfig>,
 }
 
 /// Dead-air detection of a stream's sources.
@@ -442,6 +483,25 @@ pub enum SilenceAction {
 pub struct SilenceSettings {
     pub detect: crate::core::level::silence::Settings,
     pub action: SilenceAction,
+}
+
+impl SilenceSettings {
+    /// A stream's configured values over the defaults.
+    pub fn of(c: Option<&streammachine_contract::SilenceConfig>) -> SilenceSettings {
+        let d = crate::core::level::silence::Settings::default();
+        let Some(c) = c else {
+            return SilenceSettings::default();
+        };
+        SilenceSettings {
+            detect: crate::core::level::silence::Settings {
+                threshold_dbfs: c.threshold_dbfs.unwrap_or(d.threshold_dbfs),
+                clear_dbfs: c.clear_dbfs.unwrap_or(d.clear_dbfs),
+                trip_after: c.trip_after.unwrap_or(d.trip_after),
+                clear_after: c.clear_after.unwrap_or(d.clear_after),
+            },
+            action: c.action.unwrap_or_default(),
+        }
+    }
 }
 
 /// Parse `KEY` or `KEY:mp3` / `KEY:aac` as given to `--stream`.
@@ -472,6 +532,50 @@ mod tests {
         s.apply_file(f);
         s.validate().unwrap();
         assert!(s.streams.len() >= 2);
+    }
+
+    #[test]
+    fn per_stream_silence_monitoring_and_webhooks() {
+        let yaml = "streams:\n  live:\n    monitored: false\n    silence:\n      threshold_dbfs: -60\n      trip_after: 5s\n      action: failover\n    webhooks:\n      - url: http://127.0.0.1:9/hook\n        types: [source.silence.*]\n";
+        let mut s = Settings::defaults("pw".into());
+        s.apply_file(FileConfig::parse(yaml).unwrap());
+        s.validate().unwrap();
+        let live = s.stream("live", &s.streams["live"]);
+        assert!(!live.monitored);
+        assert_eq!(live.silence.action, SilenceAction::Failover);
+        assert_eq!(live.silence.detect.threshold_dbfs, -60);
+        assert_eq!(
+            live.silence.detect.clear_dbfs, -40,
+            "unset values take the defaults"
+        );
+        assert_eq!(live.silence.detect.trip_after, Duration::from_secs(5));
+        assert_eq!(live.webhooks.len(), 1);
+        // Defaults when unset.
+        let plain = s.stream("x", &StreamConfig::default());
+        assert!(plain.monitored);
+        assert_eq!(plain.silence, SilenceSettings::default());
+
+        let refused = |yaml: &str| {
+            let mut s = Settings::defaults("pw".into());
+            s.apply_file(FileConfig::parse(yaml).unwrap());
+            s.validate().unwrap_err().to_string()
+        };
+        let err = refused("streams:\n  live:\n    webhooks:\n      - url: not-a-url\n");
+        assert!(
+            err.contains("streams.live.webhooks[0]") && err.contains("url"),
+            "{err}"
+        );
+        let err = refused("streams:\n  live:\n    silence:\n      threshold_dbfs: 3\n");
+        assert!(err.contains("streams.live.silence.threshold_dbfs"), "{err}");
+        let err = refused(
+            "streams:\n  live:\n    silence:\n      threshold_dbfs: -30\n      clear_dbfs: -45\n",
+        );
+        assert!(err.contains("streams.live.silence.clear_dbfs"), "{err}");
+        let err = refused("streams:\n  live:\n    silence:\n      trip_after: 10ms\n");
+        assert!(err.contains("streams.live.silence.trip_after"), "{err}");
+        assert!(
+            FileConfig::parse("streams:\n  live:\n    silence:\n      action: panic\n").is_err()
+        );
     }
 
     #[test]

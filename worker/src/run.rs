@@ -19,7 +19,7 @@ use crate::cluster::transport;
 use crate::cluster::transport::{TransportClient, TransportError};
 use crate::cluster::{self, ClusterOptions, SlaveOptions};
 use crate::config::Settings;
-use crate::events::webhook::{Hook, Retry, Webhooks};
+use crate::events::webhook::Retry;
 use crate::serve::{routes, server};
 
 #[derive(Debug, thiserror::Error)]
@@ -109,24 +109,9 @@ pub async fn start(app: Arc<App>) -> Result<Running, RunError> {
             }
         }));
     }
-    if app.role != Role::Slave && !settings.webhooks.is_empty() {
+    if app.role != Role::Slave {
         // Slaves hand their events to the master, which delivers each once per cluster.
-        let hooks = Webhooks::start(
-            &app.events,
-            app.metrics.events.clone(),
-            Retry::default(),
-            app.shutdown.clone(),
-        );
-        hooks.set(
-            settings
-                .webhooks
-                .iter()
-                .map(|config| Hook {
-                    stream: None,
-                    config: config.clone(),
-                })
-                .collect(),
-        );
+        app.start_webhooks(webhook_retry());
     }
     info!(%listen_addr, %admin_addr, role = ?app.role, "Listening.");
     Ok(Running {
@@ -314,3 +299,22 @@ pub async fn shutdown_signal() {
 
 /// Used by tests to bound waits.
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Webhook retry timing. `STREAMMACHINE_WEBHOOK_RETRY_FIRST` and `..._GIVE_UP_AFTER`
+/// (humantime) shorten it for tests; production keeps the defaults (1 s doubling to 5 min, for
+/// up to an hour).
+fn webhook_retry() -> Retry {
+    let mut retry = Retry::default();
+    let var = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| humantime::parse_duration(&v).ok())
+    };
+    if let Some(d) = var("STREAMMACHINE_WEBHOOK_RETRY_FIRST") {
+        retry.first = d;
+    }
+    if let Some(d) = var("STREAMMACHINE_WEBHOOK_GIVE_UP_AFTER") {
+        retry.give_up_after = d;
+    }
+    retry
+}

@@ -637,6 +637,12 @@ impl Stream {
         live
     }
 
+    /// The live source is in dead air (tripped and not yet cleared).
+    pub fn live_silent(&self) -> bool {
+        self.with_ingest(|st, _| st.sources.first().is_some_and(|s| st.is_silent(s.id)))
+            .unwrap_or(false)
+    }
+
     pub fn set_source_codec(&self, id: u64, codec: &str) {
         let _ = self.with_ingest(|st, _| {
             if let Some(s) = st.sources.iter_mut().find(|s| s.id == id) {

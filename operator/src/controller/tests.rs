@@ -152,6 +152,7 @@ fn on_air() -> Result<Option<StreamReport>, MasterError> {
         listeners: 12,
         slaves_alive: Some(2),
         title: "Morning Edition".into(),
+        source_silent: false,
     }))
 }
 

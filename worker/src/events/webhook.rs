@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
-use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -24,40 +23,25 @@ const QUEUE: usize = 1024;
 /// One delivery attempt may take this long.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// One webhook as configured (server-wide in the config file's `webhooks:`, or in a stream's).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WebhookConfig {
-    /// `http://` or `https://` endpoint.
-    pub url: String,
-    /// Event types wanted (exact, or `source.*`); empty: all.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub types: Vec<String>,
-    /// Signing secret: `whsec_<base64>` as Standard Webhooks issues them, or any other string
-    /// (used as it is). Without one, deliveries are not signed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub secret: Option<String>,
-}
+pub use streammachine_contract::WebhookConfig;
 
-impl WebhookConfig {
-    /// Check the hook; the error names what is wrong (the caller adds the config key).
-    pub fn validate(&self) -> Result<(), String> {
-        let url = reqwest::Url::parse(&self.url)
-            .map_err(|e| format!("`url` is not a valid URL ({e})"))?;
-        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-            return Err("`url` must be an http:// or https:// URL with a host".into());
-        }
-        Filter {
-            types: self.types.clone(),
-            streams: vec![],
-        }
-        .validate()
-        .map_err(|e| format!("`types`: {e}"))?;
-        if let Some(secret) = &self.secret {
-            signing_key(secret).map_err(|e| format!("`secret`: {e}"))?;
-        }
-        Ok(())
+/// Check a hook; the error names what is wrong (the caller adds the config key).
+pub fn validate(hook: &WebhookConfig) -> Result<(), String> {
+    let url =
+        reqwest::Url::parse(&hook.url).map_err(|e| format!("`url` is not a valid URL ({e})"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err("`url` must be an http:// or https:// URL with a host".into());
     }
+    Filter {
+        types: hook.types.clone(),
+        streams: vec![],
+    }
+    .validate()
+    .map_err(|e| format!("`types`: {e}"))?;
+    if let Some(secret) = &hook.secret {
+        signing_key(secret).map_err(|e| format!("`secret`: {e}"))?;
+    }
+    Ok(())
 }
 
 /// The HMAC key of a secret: the bytes after `whsec_` base64-decoded, or the string itself.
@@ -402,35 +386,30 @@ mod tests {
             secret: secret.map(String::from),
         };
         assert!(
-            hook(
+            validate(&hook(
                 "https://hooks.example/x",
                 &["source.*"],
                 Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
-            )
-            .validate()
+            ))
             .is_ok()
         );
         assert!(
-            hook("ftp://x/", &[], None)
-                .validate()
+            validate(&hook("ftp://x/", &[], None))
                 .unwrap_err()
                 .contains("`url`")
         );
         assert!(
-            hook("not a url", &[], None)
-                .validate()
+            validate(&hook("not a url", &[], None))
                 .unwrap_err()
                 .contains("`url`")
         );
         assert!(
-            hook("http://x/", &["nope"], None)
-                .validate()
+            validate(&hook("http://x/", &["nope"], None))
                 .unwrap_err()
                 .contains("`types`")
         );
         assert!(
-            hook("http://x/", &[], Some("x"))
-                .validate()
+            validate(&hook("http://x/", &[], Some("x")))
                 .unwrap_err()
                 .contains("`secret`")
         );

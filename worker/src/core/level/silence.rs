@@ -10,9 +10,8 @@ use std::time::Duration;
 
 use super::{WINDOW_MS, Window};
 
-/// The defaults follow the field: −50 dBFS (AWS MediaLive), trip after 20 s (Liquidsoap's
-/// `max_blank`), clear at −40 dBFS after 3 s of audio (Inovonics' hysteresis).
-/// Levels are whole dBFS, as silence sensors are set.
+/// Levels are whole dBFS, as silence sensors are set; the defaults are the contract's
+/// (`bounds::silence`, where they are explained).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Settings {
     pub threshold_dbfs: i16,
@@ -23,11 +22,12 @@ pub struct Settings {
 
 impl Default for Settings {
     fn default() -> Self {
+        use streammachine_contract::bounds::silence as d;
         Settings {
-            threshold_dbfs: -50,
-            clear_dbfs: -40,
-            trip_after: Duration::from_secs(20),
-            clear_after: Duration::from_secs(3),
+            threshold_dbfs: d::THRESHOLD_DBFS,
+            clear_dbfs: d::CLEAR_DBFS,
+            trip_after: d::TRIP_AFTER,
+            clear_after: d::CLEAR_AFTER,
         }
     }
 }
