@@ -58,6 +58,7 @@ fn synthetic_buffer(hours: u64) -> Vec<Chunk> {
                 codec: codec.clone(),
                 meta: meta.clone(),
                 data: Bytes::from(data),
+                levels: None,
             }
         })
         .collect()

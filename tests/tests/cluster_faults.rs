@@ -318,6 +318,7 @@ fn dump_bytes_of_one_chunk() -> Bytes {
         codec: "mp3-44100-128-s".into(),
         meta: Default::default(),
         data: Bytes::from(vec![0u8; 417]),
+        levels: None,
     }
     .to_bytes()
 }

@@ -103,6 +103,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/streams/{key}/sources", get(list_sources))
         .route("/api/streams/{key}/sources/{id}/promote", post(promote))
         .route("/api/streams/{key}/rewind", get(download_rewind))
+        .route("/api/streams/{key}/levels", get(levels))
         .route("/metrics", get(crate::probes::metrics))
         .route_layer(middleware::from_fn_with_state(app.clone(), require_token));
     Router::new()
@@ -331,4 +332,77 @@ async fn download_rewind(
         r.headers_mut().insert(header::CONTENT_DISPOSITION, v);
     }
     Ok(r)
+}
+
+/// Longest range one `levels` request returns (36 000 points of 100 ms).
+const LEVELS_MAX_SPAN: i64 = 3600 * 1_000_000;
+/// Range when `from` is not given: the last minute before `to`.
+const LEVELS_DEFAULT_SPAN: i64 = 60 * 1_000_000;
+
+#[derive(Debug, Deserialize)]
+struct LevelsQuery {
+    from: Option<String>,
+    to: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct LevelsReply {
+    stream: String,
+    from: String,
+    to: String,
+    window_ms: u32,
+    levels: Vec<crate::core::level::points::TimedPoint>,
+}
+
+/// `GET /api/streams/{key}/levels?from=&to=`: the level of every 100 ms window in the buffer
+/// between two RFC 3339 times (`to` defaults to the buffer's end, `from` to a minute before
+/// `to`; at most an hour per request). From the levels the chunks carry: no decoding here.
+async fn levels(
+    State(app): State<Arc<App>>,
+    Path(key): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<LevelsQuery>,
+) -> Result<Json<LevelsReply>, ApiError> {
+    let s = app.stream(&key).ok_or_else(|| not_found(&key))?;
+    let bad = |m: String| ApiError(StatusCode::BAD_REQUEST, m);
+    let parse = |v: &Option<String>, name: &str| -> Result<Option<i64>, ApiError> {
+        v.as_deref()
+            .map(|t| {
+                crate::time::parse_time(t).map_err(|_| {
+                    bad(format!(
+                        "`{name}` must be an RFC 3339 time such as 2026-11-26T09:00:00Z"
+                    ))
+                })
+            })
+            .transpose()
+    };
+    let end = s
+        .buffer
+        .read(|b| b.last().map(crate::core::chunk::Chunk::end))
+        .unwrap_or_else(crate::time::now_micros);
+    let to = parse(&q.to, "to")?.unwrap_or(end);
+    let from = parse(&q.from, "from")?.unwrap_or(to - LEVELS_DEFAULT_SPAN);
+    if from >= to {
+        return Err(bad("`from` must be before `to`".into()));
+    }
+    if to - from > LEVELS_MAX_SPAN {
+        return Err(bad("at most one hour of levels per request".into()));
+    }
+    let levels = s.buffer.read(|b| {
+        // A chunk (at most 10 s) holds the windows that end in it, so a window starts at most
+        // one window before its chunk.
+        let window = i64::from(crate::core::level::WINDOW_MS) * 1000;
+        let longest_chunk = 10_000_000;
+        crate::core::level::points::timed_points(
+            b.time_range(from - longest_chunk, to + window),
+            from,
+            to,
+        )
+    });
+    Ok(Json(LevelsReply {
+        stream: key,
+        from: rfc3339(from),
+        to: rfc3339(to),
+        window_ms: crate::core::level::WINDOW_MS,
+        levels,
+    }))
 }

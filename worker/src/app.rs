@@ -443,6 +443,7 @@ impl App {
             info!(stream = %key, floor, next = ?next, "Discontinuity epoch continued from the store.");
         }
         let stream = Arc::new(stream);
+        stream.start_leveler();
         info!(stream = %key, format = %stream.settings().format, "Stream created.");
         // Listeners wait on the buffer's tip alone; wake them when the stream goes away.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {

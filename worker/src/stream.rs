@@ -7,13 +7,14 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{SilenceAction, StreamSettings};
 use crate::core::chunk::{Chunk, Meta};
 use crate::core::chunker::Chunker;
 use crate::core::codec::Frame;
+use crate::core::level::points::ChunkLeveler;
 use crate::core::rewind::{Inserted, RewindBuffer};
 use crate::events::{EventKind, Events, Promotion};
 use crate::metrics::{Metrics, SourceLabel, StreamMetrics};
@@ -238,6 +239,9 @@ impl IngestState {
 /// Where this role ingests (standalone, master): sources, the chunker, the title.
 pub struct Ingest {
     state: Mutex<IngestState>,
+    /// New chunks on their way to the leveler, which measures them on the blocking pool and
+    /// then appends them (see [`Stream::start_leveler`]); unset, chunks are appended at once.
+    leveler: std::sync::OnceLock<mpsc::UnboundedSender<Chunk>>,
     /// Connected encoders (the fallback waits while this is above zero).
     encoders: watch::Sender<usize>,
 }
@@ -299,6 +303,7 @@ impl Stream {
                     next_id: 1,
                 }),
                 encoders: watch::Sender::new(0),
+                leveler: std::sync::OnceLock::new(),
             }
         });
         let stream_metrics = metrics.stream(&settings.key);
@@ -407,9 +412,19 @@ impl Stream {
         let mut state = ingest.state.lock().unwrap_or_else(PoisonError::into_inner);
         let mut out = vec![];
         let r = f(&mut state, &mut out);
-        // Appended while the ingest lock is held, so chunks reach the buffer in seq order.
+        // Handed on while the ingest lock is held, so chunks reach the buffer in seq order.
         for chunk in out {
-            self.append(chunk);
+            match ingest.leveler.get() {
+                Some(leveler) => {
+                    if let Err(unsent) = leveler.send(chunk) {
+                        // The leveler has stopped (the stream is going away): keep the audio.
+                        self.append(unsent.0);
+                    }
+                }
+                None => {
+                    self.append(chunk);
+                }
+            }
         }
         self.metrics.sources.set(state.sources.len() as i64);
         self.metrics
@@ -432,6 +447,36 @@ impl Stream {
             changed
         });
         Ok(r)
+    }
+
+    /// Measure the levels of every chunk this stream makes before it is appended: on the
+    /// blocking pool, one chunk after another, so the buffer, the NATS subject and the dumps
+    /// get chunks with their levels in seq order. Decoding half a second of audio takes well
+    /// under a millisecond, so the queue stays near empty (an unbounded queue keeps the order
+    /// without ever blocking ingest). No-op outside a runtime or on a role that does not ingest.
+    pub fn start_leveler(self: &Arc<Self>) {
+        let (Some(ingest), Ok(runtime)) = (&self.ingest, tokio::runtime::Handle::try_current())
+        else {
+            return;
+        };
+        let (tx, mut rx) = mpsc::unbounded_channel::<Chunk>();
+        if ingest.leveler.set(tx).is_err() {
+            return;
+        }
+        let stream = Arc::downgrade(self);
+        runtime.spawn_blocking(move || {
+            let mut leveler = ChunkLeveler::new();
+            while let Some(mut chunk) = rx.blocking_recv() {
+                let levels = leveler.measure(&chunk);
+                if !levels.points.is_empty() {
+                    chunk.levels = Some(Arc::new(levels));
+                }
+                let Some(stream) = stream.upgrade() else {
+                    return;
+                };
+                stream.append(chunk);
+            }
+        });
     }
 
     /// Add a chunk made here or received from the master.

@@ -132,3 +132,74 @@ fn frames_that_do_not_decode_count_as_silence_and_keep_the_clock() {
         assert!(windows.iter().all(|w| w.loudest_rms_dbfs() >= FLOOR_DBFS));
     }
 }
+
+/// The levels chunks carry: the chunker cuts the encoded tone and silence into half-second
+/// chunks, the leveler measures them in order, and the points, placed on the content clock,
+/// show the tone's level and then the silence, every 100 ms without a hole or an overlap; the
+/// encoding carries them to the other side unchanged.
+fn chunk_levels(format: Format, codec_args: &[&str]) {
+    use std::sync::Arc;
+    use streammachine::core::chunk::{Chunk, Meta};
+    use streammachine::core::chunker::Chunker;
+    use streammachine::core::level::points::{ChunkLeveler, timed_points};
+
+    let bytes = encode(codec_args);
+    let mut parser = Parser::new(format);
+    parser.push(&bytes);
+    parser.finish();
+    let start = 1_800_000_000_000_000;
+    let mut chunker = Chunker::new(
+        std::time::Duration::from_millis(500),
+        1,
+        None,
+        Arc::new(Meta::default()),
+    );
+    let mut chunks = vec![];
+    while let Some(frame) = parser.next_frame() {
+        chunker.push(&frame, start, &mut chunks);
+    }
+    chunker.flush(&mut chunks);
+    let mut leveler = ChunkLeveler::new();
+    let chunks: Vec<Chunk> = chunks
+        .into_iter()
+        .map(|mut c| {
+            c.levels = Some(Arc::new(leveler.measure(&c)));
+            Chunk::decode(c.to_bytes()).unwrap()
+        })
+        .collect();
+    let points = timed_points(&chunks, i64::MIN, i64::MAX);
+    assert!((79..=81).contains(&points.len()), "{} points", points.len());
+    let first = chunks[0].ts;
+    for (i, p) in points.iter().enumerate() {
+        // 4410 samples at 44.1 kHz: exactly 100 ms apart (rounded to the microsecond).
+        assert!(
+            (p.ts - first - i as i64 * 100_000).abs() <= 1,
+            "point {i} at {}",
+            p.ts - first
+        );
+        assert_eq!(p.rms_dbfs.len(), 2);
+        if (1..38).contains(&i) {
+            assert!((p.rms_dbfs[0] + 9.0).abs() < 0.75, "point {i}: {p:?}");
+            assert!(p.peak_dbfs[0] > -7.0, "point {i}: {p:?}");
+        }
+        if (42..78).contains(&i) {
+            assert!(
+                p.rms_dbfs[0] < -90.0 && p.rms_dbfs[1] < -90.0,
+                "point {i}: {p:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn mp3_chunks_carry_their_levels() {
+    chunk_levels(
+        Format::Mp3,
+        &["-c:a", "libmp3lame", "-b:a", "128k", "-f", "mp3"],
+    );
+}
+
+#[test]
+fn aac_chunks_carry_their_levels() {
+    chunk_levels(Format::Aac, &["-c:a", "aac", "-b:a", "128k", "-f", "adts"]);
+}

@@ -10,6 +10,8 @@ use std::sync::Arc;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use serde::Serialize;
 
+use crate::core::level::points::{Levels, MAX_CHANNELS, Point};
+
 /// Now-playing metadata current at a point of the audio.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Meta {
@@ -40,6 +42,9 @@ pub struct Chunk {
     pub codec: Arc<str>,
     pub meta: Arc<Meta>,
     pub data: Bytes,
+    /// The audio's level per 100 ms, measured where the chunk was made (absent in chunks of
+    /// older versions and where the codec could not be decoded).
+    pub levels: Option<Arc<Levels>>,
 }
 
 impl Chunk {
@@ -53,9 +58,9 @@ impl Chunk {
 }
 
 const MAGIC: &[u8; 3] = b"SMC";
-/// Version 2 added `epoch`; version 1 (without it) is still read, as epoch 0, so dumps and peers
-/// of the previous release keep working during an upgrade.
-const VERSION: u8 = 2;
+/// Version 2 added `epoch`, version 3 the levels after the audio. Older versions are still read
+/// (epoch 0, no levels), so dumps and peers of earlier releases keep working during an upgrade.
+const VERSION: u8 = 3;
 /// Fixed part of version 1: magic, version, seq, ts, duration, samples, frames, flags.
 const FIXED_LEN_V1: usize = 3 + 1 + 8 + 8 + 4 + 4 + 4 + 1;
 /// Version 2 adds the epoch.
@@ -88,6 +93,11 @@ impl Chunk {
             + self.meta.url.len()
             + 4
             + self.data.len()
+            + 1
+            + 2
+            + self.levels.as_ref().map_or(0, |l| {
+                l.points.len().min(MAX_POINTS) * (4 + 2 * usize::from(l.channels))
+            })
     }
 
     pub fn encode(&self, out: &mut BytesMut) {
@@ -108,6 +118,7 @@ impl Chunk {
         put_str32(out, &self.meta.title);
         put_str32(out, &self.meta.url);
         put_bytes32(out, &self.data);
+        put_levels(out, self.levels.as_deref());
     }
 
     pub fn to_bytes(&self) -> Bytes {
@@ -137,7 +148,7 @@ impl Chunk {
         let version = b[3];
         let fixed = match version {
             1 => FIXED_LEN_V1,
-            VERSION => FIXED_LEN,
+            2 | VERSION => FIXED_LEN,
             other => return Err(DecodeError::Version(other)),
         };
         if b.remaining() < fixed {
@@ -163,6 +174,7 @@ impl Chunk {
         let title = take_str32(b, "title")?;
         let url = take_str32(b, "url")?;
         let data = take32(b)?;
+        let levels = if version >= 3 { take_levels(b)? } else { None };
         if ts.checked_add(i64::from(duration)).is_none() {
             return Err(DecodeError::Invalid("ts"));
         }
@@ -177,8 +189,64 @@ impl Chunk {
             codec: Arc::from(codec),
             meta: Arc::new(Meta { title, url }),
             data,
+            levels,
         })
     }
+}
+
+/// Far more windows than half a second (or ten seconds) of audio has; more is corruption.
+const MAX_POINTS: usize = 1024;
+
+/// Channels (u8), point count (u16), then per point its offset (i32) and each channel's RMS
+/// and peak steps. No levels: zero channels and zero points.
+fn put_levels(out: &mut BytesMut, levels: Option<&Levels>) {
+    let Some(l) = levels.filter(|l| l.channels > 0 && !l.points.is_empty()) else {
+        out.put_u8(0);
+        out.put_u16_le(0);
+        return;
+    };
+    let channels = usize::from(l.channels).min(MAX_CHANNELS);
+    let points = &l.points[..l.points.len().min(MAX_POINTS)];
+    out.put_u8(channels as u8);
+    out.put_u16_le(points.len() as u16);
+    for p in points {
+        out.put_i32_le(p.offset);
+        out.put_slice(&p.rms[..channels]);
+        out.put_slice(&p.peak[..channels]);
+    }
+}
+
+fn take_levels(b: &mut Bytes) -> Result<Option<Arc<Levels>>, DecodeError> {
+    if b.remaining() < 3 {
+        return Err(DecodeError::Truncated);
+    }
+    let channels = usize::from(b.get_u8());
+    let count = usize::from(b.get_u16_le());
+    if channels > MAX_CHANNELS || (channels == 0 && count > 0) || count > MAX_POINTS {
+        return Err(DecodeError::Invalid("levels"));
+    }
+    if count == 0 {
+        return Ok(None);
+    }
+    if b.remaining() < count * (4 + 2 * channels) {
+        return Err(DecodeError::Truncated);
+    }
+    let points = (0..count)
+        .map(|_| {
+            let mut p = Point {
+                offset: b.get_i32_le(),
+                rms: [0; MAX_CHANNELS],
+                peak: [0; MAX_CHANNELS],
+            };
+            b.copy_to_slice(&mut p.rms[..channels]);
+            b.copy_to_slice(&mut p.peak[..channels]);
+            p
+        })
+        .collect();
+    Ok(Some(Arc::new(Levels {
+        channels: channels as u8,
+        points,
+    })))
 }
 
 fn put_str32(out: &mut BytesMut, s: &str) {
@@ -227,6 +295,7 @@ pub(crate) fn test_chunk(seq: u64, ts: i64, title: &str) -> Chunk {
             url: String::new(),
         }),
         data: Bytes::from(vec![seq as u8; 8000]),
+        levels: None,
     }
 }
 
@@ -269,15 +338,66 @@ mod tests {
     }
 
     #[test]
-    fn version_1_chunks_are_still_read() {
+    fn levels_round_trip() {
+        let mut c = test_chunk(4, 1_000, "loud");
+        c.levels = Some(Arc::new(Levels {
+            channels: 2,
+            points: vec![
+                Point {
+                    offset: -410,
+                    rms: [40, 42],
+                    peak: [30, 31],
+                },
+                Point {
+                    offset: 4000,
+                    rms: [240, 240],
+                    peak: [240, 239],
+                },
+            ],
+        }));
+        let enc = c.to_bytes();
+        assert_eq!(enc.len(), c.encoded_len());
+        assert_eq!(Chunk::decode(enc.clone()).unwrap(), c);
+        // Mono stores one channel per point.
+        let mono = Levels {
+            channels: 1,
+            points: vec![Point {
+                offset: 0,
+                rms: [12, 0],
+                peak: [6, 0],
+            }],
+        };
+        c.levels = Some(Arc::new(mono));
+        let enc = c.to_bytes();
+        assert_eq!(enc.len(), c.encoded_len());
+        assert_eq!(Chunk::decode(enc).unwrap(), c);
+        // Bad level fields are errors, never panics.
+        let enc = c.to_bytes();
+        let mut bad = BytesMut::from(&enc[..]);
+        let at = enc.len() - (4 + 2) - 2 - 1; // the channel count, before the count and a point
+        bad[at] = 7;
+        assert_eq!(
+            Chunk::decode(bad.freeze()),
+            Err(DecodeError::Invalid("levels"))
+        );
+    }
+
+    /// Version 2 is version 3 without the level fields; version 1 also lacks the epoch.
+    #[test]
+    fn version_1_and_2_chunks_are_still_read() {
         let c = test_chunk(3, 1_000, "old");
-        let v2 = c.to_bytes();
-        // Version 1 is version 2 without the four epoch bytes after the flags.
+        let v3 = c.to_bytes();
+        let v2_bytes = &v3[..v3.len() - 3];
+        let mut v2 = BytesMut::from(v2_bytes);
+        v2[3] = 2;
+        assert_eq!(Chunk::decode(v2.clone().freeze()).unwrap(), c);
         let mut v1 = BytesMut::new();
         v1.put_slice(&v2[..FIXED_LEN_V1]);
         v1[3] = 1;
         v1.put_slice(&v2[FIXED_LEN..]);
-        assert_eq!(Chunk::decode(v1.freeze()).unwrap(), c);
+        let mut old = c.clone();
+        old.epoch = 0;
+        assert_eq!(Chunk::decode(v1.freeze()).unwrap(), old);
     }
 
     #[test]

@@ -169,6 +169,8 @@ impl Chunker {
             codec: clock.codec.clone(),
             meta: self.meta.clone(),
             data,
+            // Measured after the cut, off the ingest path (see `stream::Leveler`).
+            levels: None,
         };
         self.next_seq += 1;
         self.last_end = Some(end);

@@ -204,6 +204,38 @@ mod tests {
         assert_eq!(got, chunks);
     }
 
+    /// A dump of the previous release: its chunks are version 2 (no levels). It loads, and a
+    /// dump of chunks with levels keeps them.
+    #[test]
+    fn dumps_of_the_previous_chunk_version_load_and_levels_survive() {
+        use crate::core::level::points::{Levels, Point};
+        let chunks: Vec<Chunk> = (0..3).map(|i| test_chunk(i, i as i64, "t")).collect();
+        let mut old = BytesMut::new();
+        encode_header("live", &mut old);
+        for c in &chunks {
+            let v3 = c.to_bytes();
+            // Version 2 is version 3 without the (here empty) level fields.
+            let mut v2 = BytesMut::from(&v3[..v3.len() - 3]);
+            v2[3] = 2;
+            old.put_u32_le(v2.len() as u32);
+            old.put_slice(&v2);
+        }
+        assert_eq!(decode("live", &old.freeze()).unwrap(), chunks);
+
+        let mut loud = chunks.clone();
+        for c in &mut loud {
+            c.levels = Some(std::sync::Arc::new(Levels {
+                channels: 2,
+                points: vec![Point {
+                    offset: 0,
+                    rms: [18, 19],
+                    peak: [2, 3],
+                }],
+            }));
+        }
+        assert_eq!(decode("live", &encode("live", &loud)).unwrap(), loud);
+    }
+
     #[test]
     fn corrupt_and_foreign_dumps_are_errors() {
         let chunks: Vec<Chunk> = (0..3).map(|i| test_chunk(i, i as i64, "t")).collect();

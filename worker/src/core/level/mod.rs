@@ -6,6 +6,7 @@
 //! 100 ms of content whatever the frame size; [`silence::Detector`] decides dead air from them.
 
 pub mod decode;
+pub mod points;
 pub mod silence;
 
 /// Length of one level window.
