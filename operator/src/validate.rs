@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use kube::ResourceExt;
 
-use streammachine_contract::{RESERVED_KEYS, bounds};
+use streammachine_contract::{EVENT_TYPES, RESERVED_KEYS, SilenceConfig, bounds};
 
-use crate::crd::Stream;
+use crate::crd::{SilenceAction, SilenceSpec, Stream, WebhookSpec};
 
 /// Shortest rewind buffer a stream may have.
 pub const MIN_REWIND: Duration = Duration::from_secs(60);
@@ -37,6 +37,8 @@ pub struct ValidSpec {
     pub max_lag: Option<Duration>,
     /// How the slave pods are scaled.
     pub scaling: Scaling,
+    /// Dead-air settings with durations parsed, when the spec sets any.
+    pub silence: Option<SilenceConfig>,
 }
 
 /// How the slave pods are scaled.
@@ -215,6 +217,12 @@ pub fn validate(stream: &Stream) -> Result<ValidSpec, InvalidSpec> {
         problems.push("ingress.groupPlaylist needs spec.group".to_owned());
     }
 
+    let silence = spec
+        .silence
+        .as_ref()
+        .map(|silence| validate_silence(silence, &mut problems));
+    validate_webhooks(&spec.webhooks, &mut problems);
+
     match (rewind, burst, scaling) {
         (Some(rewind), Some(burst), Some(scaling)) if problems.is_empty() => Ok(ValidSpec {
             key,
@@ -222,8 +230,119 @@ pub fn validate(stream: &Stream) -> Result<ValidSpec, InvalidSpec> {
             burst,
             max_lag,
             scaling,
+            silence,
         }),
         _ => Err(InvalidSpec { problems }),
+    }
+}
+
+/// The worker's rules (`streammachine_contract::bounds::silence`), with the CRD's field names.
+fn validate_silence(spec: &SilenceSpec, problems: &mut Vec<String>) -> SilenceConfig {
+    use bounds::silence as b;
+    for (field, level) in [
+        ("spec.silence.thresholdDbfs", spec.threshold_dbfs),
+        ("spec.silence.clearDbfs", spec.clear_dbfs),
+    ] {
+        if let Some(level) = level
+            && !(b::DBFS_MIN..=b::DBFS_MAX).contains(&level)
+        {
+            problems.push(format!(
+                "{field} {level} must be between {} and {} dBFS",
+                b::DBFS_MIN,
+                b::DBFS_MAX
+            ));
+        }
+    }
+    let threshold = spec.threshold_dbfs.unwrap_or(b::THRESHOLD_DBFS);
+    let clear = spec.clear_dbfs.unwrap_or(b::CLEAR_DBFS);
+    if clear < threshold {
+        problems.push(format!(
+            "spec.silence.clearDbfs ({clear}) must be at least spec.silence.thresholdDbfs \
+             ({threshold}); the defaults are {} and {}",
+            b::CLEAR_DBFS,
+            b::THRESHOLD_DBFS
+        ));
+    }
+    let mut bounded = |field: &str, value: Option<&str>, min: Duration, max: Duration| {
+        let parsed = parse_duration(field, value?, problems)?;
+        if !(min..=max).contains(&parsed) {
+            problems.push(format!(
+                "{field} {:?} must be between {} and {}",
+                value.unwrap_or_default(),
+                humantime::format_duration(min),
+                humantime::format_duration(max)
+            ));
+            return None;
+        }
+        Some(parsed)
+    };
+    let trip_after = bounded(
+        "spec.silence.tripAfter",
+        spec.trip_after.as_deref(),
+        b::TRIP_MIN,
+        b::TRIP_MAX,
+    );
+    let clear_after = bounded(
+        "spec.silence.clearAfter",
+        spec.clear_after.as_deref(),
+        b::CLEAR_MIN,
+        b::CLEAR_MAX,
+    );
+    SilenceConfig {
+        threshold_dbfs: spec.threshold_dbfs,
+        clear_dbfs: spec.clear_dbfs,
+        trip_after,
+        clear_after,
+        action: spec.action.map(|action| match action {
+            SilenceAction::Alert => streammachine_contract::SilenceAction::Alert,
+            SilenceAction::Failover => streammachine_contract::SilenceAction::Failover,
+        }),
+    }
+}
+
+/// The worker's webhook rules (`worker/src/events/webhook.rs`), except the secret's, which is
+/// checked once it has been read.
+fn validate_webhooks(hooks: &[WebhookSpec], problems: &mut Vec<String>) {
+    if hooks.len() > bounds::WEBHOOKS_MAX {
+        problems.push(format!(
+            "spec.webhooks: at most {} per stream",
+            bounds::WEBHOOKS_MAX
+        ));
+    }
+    for (i, hook) in hooks.iter().enumerate() {
+        let field = format!("spec.webhooks[{i}]");
+        match url::Url::parse(&hook.url) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host_str().is_some() => {}
+            Ok(_) => problems.push(format!(
+                "{field}.url must be an http:// or https:// URL with a host"
+            )),
+            Err(e) => problems.push(format!("{field}.url is not a valid URL ({e})")),
+        }
+        for pattern in &hook.types {
+            if !is_event_pattern(pattern) {
+                problems.push(format!(
+                    "{field}.types: unknown event type {pattern:?} (known: {}, a prefix like \
+                     `source.*`, or `*`)",
+                    EVENT_TYPES.join(", ")
+                ));
+            }
+        }
+        if let Some(reference) = &hook.secret_key_ref
+            && (reference.name.is_empty() || reference.key.is_empty())
+        {
+            problems.push(format!("{field}.secretKeyRef needs a Secret name and key"));
+        }
+    }
+}
+
+/// The worker's filter rule: `*`, an event type, or `<prefix>.*` of a type at a dot.
+fn is_event_pattern(pattern: &str) -> bool {
+    match pattern.strip_suffix(".*") {
+        _ if pattern == "*" => true,
+        Some(prefix) => EVENT_TYPES
+            .iter()
+            .any(|t| t.starts_with(prefix) && t[prefix.len()..].starts_with('.')),
+        None => EVENT_TYPES.contains(&pattern),
     }
 }
 

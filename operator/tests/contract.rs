@@ -9,7 +9,7 @@
 use kube::CustomResourceExt;
 use serde_json::Value;
 use streammachine::cluster::store::parse_document;
-use streammachine_operator::config::{Sensitive, StreamConfig};
+use streammachine_operator::config::{Sensitive, StreamConfig, StreamSecrets};
 use streammachine_operator::crd::Stream;
 use streammachine_operator::master::StreamReport;
 use streammachine_operator::validate::validate;
@@ -84,7 +84,11 @@ fn admitted(stream: &Stream) -> Result<(), String> {
 /// The document the operator would write for an admitted Stream, read by the worker's parser.
 fn worker_accepts(stream: &Stream) -> Result<(), String> {
     let valid = validate(stream).unwrap();
-    let config = StreamConfig::build(stream, &valid, Sensitive::new("hackme"));
+    let config = StreamConfig::build(
+        stream,
+        &valid,
+        &StreamSecrets::new(Sensitive::new("hackme")),
+    );
     let document = config.to_document().unwrap();
     parse_document(&valid.key, &document)
         .map(|_| ())

@@ -394,9 +394,13 @@ async fn steady_state_reapplies_children_to_undo_drift_and_writes_nothing_else()
     s.status = Some(applied_status(&s, on_air()));
     let document = {
         let valid = validate(&s).unwrap();
-        crate::config::StreamConfig::build(&s, &valid, Sensitive::new("hackme"))
-            .to_document()
-            .unwrap()
+        crate::config::StreamConfig::build(
+            &s,
+            &valid,
+            &StreamSecrets::new(Sensitive::new("hackme")),
+        )
+        .to_document()
+        .unwrap()
     };
     let calls = vec![
         call("GET", format!("{SECRETS}/encoder"), encoder_secret()),
