@@ -212,6 +212,122 @@ mod tests {
         );
     }
 
+    fn with_hooks() -> Stream {
+        let mut s = stream("live");
+        s.spec.silence = Some(crate::crd::SilenceSpec {
+            threshold_dbfs: Some(-60),
+            clear_dbfs: Some(-45),
+            trip_after: Some("1m30s".into()),
+            clear_after: Some("500ms".into()),
+            action: Some(crate::crd::SilenceAction::Failover),
+        });
+        s.spec.monitored = Some(false);
+        s.spec.webhooks = vec![
+            crate::crd::WebhookSpec {
+                url: "https://hooks.example/a".into(),
+                types: vec![
+                    "source.silence.*".into(),
+                    "stream.sourceless.started".into(),
+                ],
+                secret_key_ref: Some(crate::crd::SecretKeyRef {
+                    name: "hooks".into(),
+                    key: "signing".into(),
+                }),
+            },
+            crate::crd::WebhookSpec {
+                url: "http://pager.internal:8080/in".into(),
+                types: vec![],
+                secret_key_ref: None,
+            },
+        ];
+        s
+    }
+
+    fn hook_secrets() -> StreamSecrets {
+        StreamSecrets {
+            source_password: Sensitive::new("pw"),
+            webhook_secrets: vec![
+                Some(Sensitive::new("whsec_c2VjcmV0LXNpZ25pbmcta2V5IQ==")),
+                None,
+            ],
+        }
+    }
+
+    #[test]
+    fn silence_monitored_and_webhooks_map_to_their_worker_names() {
+        let s = with_hooks();
+        let config = StreamConfig::build(&s, &validate(&s).unwrap(), &hook_secrets());
+        let doc: serde_json::Value = serde_json::from_str(&config.to_document().unwrap()).unwrap();
+        assert_eq!(
+            doc["stream"]["silence"],
+            json!({
+                "threshold_dbfs": -60,
+                "clear_dbfs": -45,
+                "trip_after": "1m 30s",
+                "clear_after": "500ms",
+                "action": "failover"
+            })
+        );
+        assert_eq!(doc["stream"]["monitored"], false);
+        assert_eq!(
+            doc["stream"]["webhooks"],
+            json!([
+                {
+                    "url": "https://hooks.example/a",
+                    "types": ["source.silence.*", "stream.sourceless.started"],
+                    "secret": "whsec_c2VjcmV0LXNpZ25pbmcta2V5IQ=="
+                },
+                {"url": "http://pager.internal:8080/in"}
+            ])
+        );
+    }
+
+    #[test]
+    fn a_partial_silence_spec_leaves_the_rest_to_the_worker() {
+        let mut s = stream("live");
+        s.spec.silence = Some(crate::crd::SilenceSpec {
+            action: Some(crate::crd::SilenceAction::Alert),
+            ..Default::default()
+        });
+        s.spec.monitored = Some(true);
+        let config = StreamConfig::build(
+            &s,
+            &validate(&s).unwrap(),
+            &StreamSecrets::new(Sensitive::new("pw")),
+        );
+        let doc: serde_json::Value = serde_json::from_str(&config.to_document().unwrap()).unwrap();
+        assert_eq!(doc["stream"]["silence"], json!({"action": "alert"}));
+        assert_eq!(doc["stream"]["monitored"], true);
+        assert!(doc["stream"].get("webhooks").is_none());
+    }
+
+    #[test]
+    fn debug_output_hides_the_webhook_secrets() {
+        let s = with_hooks();
+        let secrets = hook_secrets();
+        let config = StreamConfig::build(&s, &validate(&s).unwrap(), &secrets);
+        for debug in [format!("{config:?}"), format!("{secrets:?}")] {
+            assert!(!debug.contains("whsec_"), "{debug}");
+            assert!(!debug.contains("pw\""), "{debug}");
+        }
+    }
+
+    #[test]
+    fn webhook_secrets_follow_the_workers_rule() {
+        // 16 bytes raw, 16 bytes after base64: the shortest the worker signs with.
+        for ok in ["0123456789abcdef", "whsec_MDEyMzQ1Njc4OWFiY2RlZg=="] {
+            assert_eq!(check_webhook_secret(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "0123456789abcde",
+            "whsec_MDEyMzQ1Njc4OWFiY2Rl",
+            "whsec_not base64!!",
+        ] {
+            let problem = check_webhook_secret(bad).unwrap_err();
+            assert!(!problem.contains(bad), "the message quotes the secret");
+        }
+    }
+
     #[test]
     fn debug_output_hides_the_password() {
         let s = stream("live");

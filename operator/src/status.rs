@@ -503,6 +503,77 @@ mod tests {
         );
     }
 
+    fn silent() -> Result<Option<StreamReport>, MasterError> {
+        let mut report = on_air().unwrap().unwrap();
+        report.source_silent = true;
+        Ok(Some(report))
+    }
+
+    #[test]
+    fn source_silent_follows_the_master() {
+        let status_of = |master| {
+            let s = compute(None, Some(4), "live", &running(2, master), at(1));
+            let c = condition(&s, types::SOURCE_SILENT).clone();
+            (c.status, c.reason, c.observed_generation)
+        };
+        let dead_air = status_of(silent());
+        assert_eq!(dead_air, ("True".into(), "DeadAir".into(), Some(4)));
+        assert_eq!(
+            status_of(on_air()),
+            ("False".into(), "AudioPresent".into(), Some(4))
+        );
+        assert_eq!(
+            status_of(Ok(Some(StreamReport::default()))),
+            ("False".into(), "NoSource".into(), Some(4))
+        );
+        assert_eq!(
+            status_of(Ok(None)),
+            ("Unknown".into(), "StreamNotLoaded".into(), Some(4))
+        );
+        assert_eq!(
+            status_of(Err(MasterError::Unreachable("refused".into()))),
+            ("Unknown".into(), "MasterUnreachable".into(), Some(4))
+        );
+        let invalid = compute(
+            None,
+            Some(4),
+            "live",
+            &Observed::InvalidSpec("bad".into()),
+            at(1),
+        );
+        let c = condition(&invalid, types::SOURCE_SILENT);
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("Unknown", "NotObserved")
+        );
+        assert_eq!(c.observed_generation, Some(4));
+    }
+
+    #[test]
+    fn dead_air_warns_once_and_its_end_is_announced() {
+        let on = compute(None, Some(1), "live", &running(2, on_air()), at(1));
+        let quiet = compute(Some(&on), Some(1), "live", &running(2, silent()), at(2));
+        assert_eq!(
+            transitions(Some(&on), &quiet),
+            vec![EventNote {
+                warning: true,
+                reason: "DeadAir".into(),
+                note: condition(&quiet, types::SOURCE_SILENT).message.clone(),
+            }]
+        );
+        let still = compute(Some(&quiet), Some(1), "live", &running(2, silent()), at(3));
+        assert!(transitions(Some(&quiet), &still).is_empty());
+        assert_eq!(
+            condition(&still, types::SOURCE_SILENT).last_transition_time,
+            Time(at(2))
+        );
+        let back = compute(Some(&still), Some(1), "live", &running(2, on_air()), at(4));
+        let events = transitions(Some(&still), &back);
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert!(!events[0].warning);
+        assert_eq!(events[0].reason, "AudioRestored");
+    }
+
     #[test]
     fn invalid_spec_keeps_the_last_figures_and_key() {
         let good = compute(None, Some(1), "live", &running(2, on_air()), at(1));

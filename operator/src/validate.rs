@@ -523,6 +523,139 @@ mod tests {
         assert!(validate(&s).is_err());
     }
 
+    fn silence(f: impl FnOnce(&mut crate::crd::SilenceSpec)) -> Stream {
+        let mut s = stream("live");
+        let mut spec = crate::crd::SilenceSpec::default();
+        f(&mut spec);
+        s.spec.silence = Some(spec);
+        s
+    }
+
+    #[test]
+    fn silence_durations_parse_and_levels_pass_through() {
+        let s = silence(|c| {
+            c.threshold_dbfs = Some(-119);
+            c.clear_dbfs = Some(0);
+            c.trip_after = Some("1h".into());
+            c.clear_after = Some("100ms".into());
+            c.action = Some(crate::crd::SilenceAction::Failover);
+        });
+        let valid = validate(&s).unwrap().silence.unwrap();
+        assert_eq!(valid.trip_after, Some(Duration::from_secs(3600)));
+        assert_eq!(valid.clear_after, Some(Duration::from_millis(100)));
+        assert_eq!(
+            (valid.threshold_dbfs, valid.clear_dbfs),
+            (Some(-119), Some(0))
+        );
+        assert_eq!(
+            valid.action,
+            Some(streammachine_contract::SilenceAction::Failover)
+        );
+        assert_eq!(validate(&stream("live")).unwrap().silence, None);
+    }
+
+    #[test]
+    fn silence_bounds_are_the_workers() {
+        let bad: Vec<(Stream, &str)> = vec![
+            (silence(|c| c.threshold_dbfs = Some(-120)), "thresholdDbfs"),
+            (silence(|c| c.clear_dbfs = Some(1)), "clearDbfs"),
+            (
+                silence(|c| c.trip_after = Some("999ms".into())),
+                "tripAfter",
+            ),
+            (silence(|c| c.trip_after = Some("61m".into())), "tripAfter"),
+            (
+                silence(|c| c.clear_after = Some("99ms".into())),
+                "clearAfter",
+            ),
+            (
+                silence(|c| c.clear_after = Some("10m1s".into())),
+                "clearAfter",
+            ),
+            (silence(|c| c.trip_after = Some("soon".into())), "tripAfter"),
+            // The defaults take part: a threshold over the default clear level (-40).
+            (silence(|c| c.threshold_dbfs = Some(-30)), "clearDbfs"),
+            (silence(|c| c.clear_dbfs = Some(-55)), "clearDbfs"),
+        ];
+        for (s, field) in bad {
+            let err = validate(&s).unwrap_err().to_string();
+            assert!(err.contains(field), "{field}: {err}");
+        }
+        assert!(
+            validate(&silence(|c| {
+                c.threshold_dbfs = Some(-30);
+                c.clear_dbfs = Some(-30);
+            }))
+            .is_ok()
+        );
+    }
+
+    fn hook(url: &str, types: &[&str]) -> crate::crd::WebhookSpec {
+        crate::crd::WebhookSpec {
+            url: url.into(),
+            types: types.iter().map(|t| (*t).to_owned()).collect(),
+            secret_key_ref: None,
+        }
+    }
+
+    #[test]
+    fn webhook_urls_and_types_follow_the_worker() {
+        let mut s = stream("live");
+        s.spec.webhooks = vec![
+            hook("https://hooks.example/a?x=1", &["*"]),
+            hook("http://10.0.0.1:8080", &["source.*", "source.silence.*"]),
+            hook(
+                "http://pager",
+                &["stream.sourceless.started", "admin.action"],
+            ),
+        ];
+        assert!(validate(&s).is_ok(), "{:?}", validate(&s));
+
+        for (url, types) in [
+            ("ftp://hooks.example", &[][..]),
+            ("http://", &[]),
+            ("http://:80/x", &[]),
+            ("https://exa mple.org", &[]),
+            ("https://ok.example", &["source.silence"]),
+            ("https://ok.example", &["source.connected.*"]),
+            ("https://ok.example", &["sour.*"]),
+            ("https://ok.example", &[".*"]),
+            ("https://ok.example", &["listener.connected"]),
+        ] {
+            let mut s = stream("live");
+            s.spec.webhooks = vec![hook(url, types)];
+            let err = validate(&s).unwrap_err().to_string();
+            assert!(err.contains("spec.webhooks[0]"), "{url} {types:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn at_most_the_workers_number_of_webhooks() {
+        let mut s = stream("live");
+        s.spec.webhooks = vec![hook("https://h.example", &[]); bounds::WEBHOOKS_MAX];
+        assert!(validate(&s).is_ok());
+        s.spec.webhooks.push(hook("https://h.example", &[]));
+        assert!(validate(&s).unwrap_err().to_string().contains("at most 16"));
+    }
+
+    #[test]
+    fn the_event_pattern_rule_matches_the_crd_enum() {
+        let patterns = crate::crd::event_type_patterns();
+        for p in &patterns {
+            assert!(is_event_pattern(p), "{p}");
+        }
+        for p in [
+            "source",
+            "source.silence",
+            "x.*",
+            "source.connected.*",
+            "**",
+        ] {
+            assert!(!is_event_pattern(p), "{p}");
+            assert!(!patterns.iter().any(|q| q == p), "{p}");
+        }
+    }
+
     #[test]
     fn group_playlist_needs_a_group() {
         let mut s = stream("live");
