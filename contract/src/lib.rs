@@ -34,6 +34,25 @@ pub const RESERVED_KEYS: &[&str] = &[
     "favicon.ico",
 ];
 
+/// Every event type the worker raises (`source.silence.started`, ...): what webhook and event
+/// filters name, exactly or by a prefix such as `source.*`.
+pub const EVENT_TYPES: &[&str] = &[
+    "source.connected",
+    "source.disconnected",
+    "source.promoted",
+    "source.silence.started",
+    "source.silence.ended",
+    "stream.sourceless.started",
+    "stream.sourceless.ended",
+    "stream.metadata.changed",
+    "stream.listeners.changed",
+    "replica.unsynced",
+    "replica.synced",
+    "buffer.restored",
+    "config.changed",
+    "admin.action",
+];
+
 /// Longest stream key (and group name).
 pub const KEY_MAX_LEN: usize = 64;
 

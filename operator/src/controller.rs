@@ -32,8 +32,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::{debug, info, instrument, warn};
 
-use crate::config::Sensitive;
-use crate::crd::Stream;
+use crate::config::{Sensitive, StreamSecrets, check_webhook_secret};
+use crate::crd::{SecretKeyRef, Stream};
 use crate::master::MasterApi;
 use crate::metrics::Metrics;
 use crate::resources::{self, BuildError, ChildNames, Desired, MANAGED_BY, WorkerSettings};
@@ -57,6 +57,9 @@ pub enum Error {
     /// The source password Secret or key is missing or unreadable.
     #[error("source password unavailable: {0}")]
     SourceSecret(String),
+    /// A webhook's signing-secret Secret or key is missing, unreadable or not a valid secret.
+    #[error("webhook secret unavailable: {0}")]
+    WebhookSecret(String),
     /// Redis failed or the key belongs to another Stream.
     #[error("config store: {0}")]
     Store(#[source] StoreError),
@@ -94,9 +97,10 @@ impl Error {
     pub fn class(&self) -> ErrorClass {
         match self {
             Error::InvalidSpec(_) | Error::Malformed(_) => ErrorClass::InvalidSpec,
-            Error::SourceSecret(_) | Error::Build(_) | Error::Serialization(_) => {
-                ErrorClass::Blocked
-            }
+            Error::SourceSecret(_)
+            | Error::WebhookSecret(_)
+            | Error::Build(_)
+            | Error::Serialization(_) => ErrorClass::Blocked,
             Error::Store(StoreError::KeyInUse { .. }) => ErrorClass::Blocked,
             Error::Store(StoreError::Redis(_)) => ErrorClass::Transient,
             Error::Kube(e) => kube_class(e),
@@ -117,6 +121,7 @@ impl Error {
         match self {
             Error::InvalidSpec(_) => "invalid_spec",
             Error::SourceSecret(_) => "source_secret",
+            Error::WebhookSecret(_) => "webhook_secret",
             Error::Store(StoreError::KeyInUse { .. }) => "key_in_use",
             Error::Store(StoreError::Redis(_)) => "redis",
             Error::Kube(_) => "kube",
@@ -292,9 +297,9 @@ async fn apply(stream: &Stream, ctx: &Context) -> Result<Action, Error> {
         }
     };
 
-    // Dereference (client required): the encoder password.
-    let password = match source_password(stream, ctx).await {
-        Ok(password) => password,
+    // Dereference (client required): the encoder password and the webhooks' signing secrets.
+    let secrets = match stream_secrets(stream, ctx).await {
+        Ok(secrets) => secrets,
         Err(Error::SourceSecret(message)) => {
             let observed = Observed::Blocked {
                 reason: reasons::SOURCE_SECRET_UNAVAILABLE,
@@ -302,12 +307,19 @@ async fn apply(stream: &Stream, ctx: &Context) -> Result<Action, Error> {
             };
             return fail(stream, ctx, observed, Error::SourceSecret(message)).await;
         }
+        Err(Error::WebhookSecret(message)) => {
+            let observed = Observed::Blocked {
+                reason: reasons::WEBHOOK_SECRET_UNAVAILABLE,
+                message: message.clone(),
+            };
+            return fail(stream, ctx, observed, Error::WebhookSecret(message)).await;
+        }
         Err(e) => return Err(e),
     };
 
     // Build (no client required).
     let desired =
-        resources::build(stream, &valid, &ctx.settings, password).map_err(Error::Build)?;
+        resources::build(stream, &valid, &ctx.settings, &secrets).map_err(Error::Build)?;
 
     // Apply (client required).
     let slaves = match apply_desired(stream, &valid, desired, ctx).await {
@@ -355,32 +367,75 @@ async fn cleanup(stream: &Stream, ctx: &Context) -> Result<Action, Error> {
     Ok(Action::await_change())
 }
 
-async fn source_password(stream: &Stream, ctx: &Context) -> Result<Sensitive, Error> {
-    let reference = &stream.spec.source.password_secret_ref;
+/// Reads every Secret value the Stream's config carries. Re-read on every reconcile (also the
+/// periodic status refresh), so a changed Secret reaches the master within `status_refresh`.
+async fn stream_secrets(stream: &Stream, ctx: &Context) -> Result<StreamSecrets, Error> {
     let secrets: Api<Secret> =
         Api::namespaced(ctx.client.clone(), &stream.namespace().unwrap_or_default());
-    let secret = secrets
+    let reference = &stream.spec.source.password_secret_ref;
+    let source_password = match secret_value(&secrets, reference).await? {
+        Ok(password) => password,
+        Err(problem) => return Err(Error::SourceSecret(problem)),
+    };
+    if source_password.expose().is_empty() {
+        return Err(Error::SourceSecret(format!(
+            "key {:?} of Secret {:?} must be a non-empty UTF-8 password",
+            reference.key, reference.name
+        )));
+    }
+    let mut webhook_secrets = Vec::with_capacity(stream.spec.webhooks.len());
+    for (i, hook) in stream.spec.webhooks.iter().enumerate() {
+        let Some(reference) = &hook.secret_key_ref else {
+            webhook_secrets.push(None);
+            continue;
+        };
+        let field = format!("spec.webhooks[{i}].secretKeyRef");
+        let secret = secret_value(&secrets, reference)
+            .await?
+            .map_err(|problem| Error::WebhookSecret(format!("{field}: {problem}")))?;
+        check_webhook_secret(secret.expose()).map_err(|problem| {
+            Error::WebhookSecret(format!(
+                "{field}: key {:?} of Secret {:?}: {problem}",
+                reference.key, reference.name
+            ))
+        })?;
+        webhook_secrets.push(Some(secret));
+    }
+    Ok(StreamSecrets {
+        source_password,
+        webhook_secrets,
+    })
+}
+
+/// The UTF-8 value at `reference`, or why there is none (a message naming the Secret and key,
+/// never the value). API failures other than a missing Secret are errors of their own.
+async fn secret_value(
+    secrets: &Api<Secret>,
+    reference: &SecretKeyRef,
+) -> Result<Result<Sensitive, String>, Error> {
+    let Some(secret) = secrets
         .get_opt(&reference.name)
         .await
         .map_err(Error::Kube)?
-        .ok_or_else(|| Error::SourceSecret(format!("Secret {:?} not found", reference.name)))?;
-    let bytes = secret
+    else {
+        return Ok(Err(format!("Secret {:?} not found", reference.name)));
+    };
+    let Some(bytes) = secret
         .data
         .and_then(|mut data| data.remove(&reference.key))
         .map(|value| value.0)
-        .ok_or_else(|| {
-            Error::SourceSecret(format!(
-                "Secret {:?} has no key {:?}",
-                reference.name, reference.key
-            ))
-        })?;
-    match String::from_utf8(bytes) {
-        Ok(password) if !password.is_empty() => Ok(Sensitive::new(password)),
-        _ => Err(Error::SourceSecret(format!(
-            "key {:?} of Secret {:?} must be a non-empty UTF-8 password",
+    else {
+        return Ok(Err(format!(
+            "Secret {:?} has no key {:?}",
+            reference.name, reference.key
+        )));
+    };
+    Ok(String::from_utf8(bytes).map(Sensitive::new).map_err(|_| {
+        format!(
+            "key {:?} of Secret {:?} is not UTF-8",
             reference.key, reference.name
-        ))),
-    }
+        )
+    }))
 }
 
 /// Writes the config and applies every child; returns the slave pod counts.

@@ -58,6 +58,12 @@ const KEY_PATTERN: &str = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$";
         description = "Whether an encoder is connected to the master"
     ),
     printcolumn(
+        name = "Silent",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"SourceSilent\")].status",
+        description = "Whether the live source is in dead air"
+    ),
+    printcolumn(
         name = "Listeners",
         type_ = "integer",
         json_path = ".status.listeners",
@@ -184,6 +190,23 @@ pub struct StreamSpec {
     /// Ingress for the listener paths.
     #[serde(default)]
     pub ingress: IngressSpec,
+
+    /// Dead-air detection on the stream's sources: a source quieter than the threshold for
+    /// `tripAfter` raises `source.silence.started` (and, with `action: failover`, is replaced
+    /// by a standby with audio or the fallback). The worker's defaults apply when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub silence: Option<SilenceSpec>,
+
+    /// Raise `stream.sourceless.started` / `.ended` events when the stream has no source.
+    /// Default true; set false for streams that are off air on purpose.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitored: Option<bool>,
+
+    /// Webhooks that receive this stream's events (besides the server-wide ones), as signed
+    /// CloudEvents.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = bounds::WEBHOOKS_MAX))]
+    pub webhooks: Vec<WebhookSpec>,
 }
 
 fn default_bitrate_kbps() -> u32 {
@@ -426,6 +449,128 @@ pub enum IngressController {
     None,
 }
 
+/// Dead-air settings of a stream. Levels are whole dBFS of the loudest channel's RMS.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(
+    validation = Rule::new(silence_levels_rule())
+        .message("silence.clearDbfs must be at least silence.thresholdDbfs")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct SilenceSpec {
+    /// Below this level counts as silence (default -50).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = bounds::silence::DBFS_MIN, max = bounds::silence::DBFS_MAX))]
+    pub threshold_dbfs: Option<i16>,
+
+    /// Silence ends only at or above this level, at least thresholdDbfs (default -40).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = bounds::silence::DBFS_MIN, max = bounds::silence::DBFS_MAX))]
+    pub clear_dbfs: Option<i16>,
+
+    /// Silent this long trips the alarm, e.g. `20s` (default; between 1s and 1h).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN), length(max = 32))]
+    #[x_kube(
+        validation = Rule::new(duration_between(bounds::silence::TRIP_MIN, bounds::silence::TRIP_MAX))
+            .message("silence.tripAfter must be between 1s and 1h")
+    )]
+    pub trip_after: Option<String>,
+
+    /// Audio above clearDbfs this long clears it, e.g. `3s` (default; between 100ms and 10m).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN), length(max = 32))]
+    #[x_kube(
+        validation = Rule::new(duration_between(bounds::silence::CLEAR_MIN, bounds::silence::CLEAR_MAX))
+            .message("silence.clearAfter must be between 100ms and 10m")
+    )]
+    pub clear_after: Option<String>,
+
+    /// `alert` (events and metrics only, the default) or `failover` (also switch to the next
+    /// standby source with audio, else the fallback).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<SilenceAction>,
+}
+
+/// What a stream does about dead air.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SilenceAction {
+    /// Events and metrics only.
+    #[default]
+    Alert,
+    /// Also promote the next standby with audio, else the fallback; never a silent one.
+    Failover,
+}
+
+/// One webhook of a stream.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookSpec {
+    /// `http://` or `https://` endpoint the events are POSTed to.
+    #[schemars(regex(pattern = r"^https?://[^/?#]+"), length(max = 2048))]
+    pub url: String,
+
+    /// Event types to send: exact names such as `source.silence.started`, prefixes such as
+    /// `source.*`, or `*`. All events when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "event_types_schema")]
+    pub types: Vec<String>,
+
+    /// Secret key holding the signing secret (`whsec_<base64>` as Standard Webhooks issues
+    /// them, or any string of at least 16 bytes). Deliveries are unsigned without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_key_ref: Option<SecretKeyRef>,
+}
+
+/// What a webhook's `types` may hold: `*`, every event type, and `<prefix>.*` for every prefix
+/// of one at a dot (`source.*`, `source.silence.*`), the patterns the worker accepts; sorted.
+pub fn event_type_patterns() -> Vec<String> {
+    let mut patterns = std::collections::BTreeSet::from(["*".to_owned()]);
+    for name in streammachine_contract::EVENT_TYPES {
+        patterns.insert((*name).to_owned());
+        for (i, _) in name.match_indices('.') {
+            patterns.insert(format!("{}.*", &name[..i]));
+        }
+    }
+    patterns.into_iter().collect()
+}
+
+fn event_types_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "array",
+        "maxItems": 64,
+        "items": { "type": "string", "enum": event_type_patterns() }
+    })
+}
+
+/// CEL: clearDbfs >= thresholdDbfs, each defaulting as the worker defaults it.
+fn silence_levels_rule() -> String {
+    format!(
+        "(has(self.clearDbfs) ? self.clearDbfs : {clear}) >= \
+         (has(self.thresholdDbfs) ? self.thresholdDbfs : {threshold})",
+        clear = bounds::silence::CLEAR_DBFS,
+        threshold = bounds::silence::THRESHOLD_DBFS,
+    )
+}
+
+/// CEL: a duration string within `[min, max]`.
+fn duration_between(min: std::time::Duration, max: std::time::Duration) -> String {
+    format!(
+        "duration(self) >= duration('{}') && duration(self) <= duration('{}')",
+        go_duration(min),
+        go_duration(max)
+    )
+}
+
+/// A duration as CEL (Go) writes it: whole seconds, else milliseconds.
+fn go_duration(d: std::time::Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
 /// Observed state of a Stream, written by the operator.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
@@ -435,8 +580,9 @@ pub struct StreamStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 
-    /// `Ready` (listeners can be served), `SourceConnected` (an encoder feeds the master) and
-    /// `Degraded` (something needs attention).
+    /// `Ready` (listeners can be served), `SourceConnected` (an encoder feeds the master),
+    /// `SourceSilent` (the live source is in dead air) and `Degraded` (something needs
+    /// attention).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "conditions_schema")]
     pub conditions: Vec<Condition>,

@@ -39,6 +39,9 @@ pub fn stream(name: &str) -> Stream {
             listeners: ListenersSpec::default(),
             slaves: SlavesSpec::default(),
             ingress: IngressSpec::default(),
+            silence: None,
+            monitored: None,
+            webhooks: vec![],
         },
         status: None,
     }

@@ -17,6 +17,8 @@ pub mod types {
     pub const READY: &str = "Ready";
     /// An encoder feeds the master.
     pub const SOURCE_CONNECTED: &str = "SourceConnected";
+    /// The live source is in dead air (tripped and not yet cleared), as the master reports.
+    pub const SOURCE_SILENT: &str = "SourceSilent";
     /// Something needs attention even though the stream may still play.
     pub const DEGRADED: &str = "Degraded";
 }
@@ -33,6 +35,8 @@ pub mod reasons {
     pub const INVALID_SPEC: &str = "InvalidSpec";
     /// The source password Secret or key is missing.
     pub const SOURCE_SECRET_UNAVAILABLE: &str = "SourceSecretUnavailable";
+    /// A webhook's signing-secret Secret or key is missing or not a valid secret.
+    pub const WEBHOOK_SECRET_UNAVAILABLE: &str = "WebhookSecretUnavailable";
     /// Another Stream already uses the stream key.
     pub const KEY_IN_USE: &str = "KeyInUse";
     /// Event reason: the stored object does not deserialize as a Stream.
@@ -43,6 +47,13 @@ pub mod reasons {
     pub const NO_SOURCE: &str = "NoSource";
     /// SourceConnected: the master has not loaded the stream's config yet.
     pub const STREAM_NOT_LOADED: &str = "StreamNotLoaded";
+    /// SourceSilent (and event reason): the live source has been quieter than the threshold
+    /// for `silence.tripAfter`.
+    pub const DEAD_AIR: &str = "DeadAir";
+    /// SourceSilent: the live source has audio.
+    pub const AUDIO_PRESENT: &str = "AudioPresent";
+    /// Event reason when dead air ends.
+    pub const AUDIO_RESTORED: &str = "AudioRestored";
     /// The master's admin API did not answer.
     pub const MASTER_UNREACHABLE: &str = "MasterUnreachable";
     /// The master refused the operator's cluster token.
@@ -120,9 +131,9 @@ pub fn compute(
             last_transition_time,
         }
     };
-    let not_observed = || {
+    let not_observed = |type_| {
         set(
-            types::SOURCE_CONNECTED,
+            type_,
             UNKNOWN,
             reasons::NOT_OBSERVED,
             "not checked while the spec cannot be applied".to_owned(),
@@ -141,7 +152,8 @@ pub fn compute(
             let mut status = old.cloned().unwrap_or_default();
             status.conditions = vec![
                 set(types::READY, FALSE, reason, message.clone()),
-                not_observed(),
+                not_observed(types::SOURCE_CONNECTED),
+                not_observed(types::SOURCE_SILENT),
                 set(types::DEGRADED, TRUE, reason, message.clone()),
             ];
             status
@@ -199,6 +211,38 @@ pub fn compute(
                     e.to_string(),
                 ),
             };
+            let silent = match master {
+                Ok(Some(report)) if report.source_silent => set(
+                    types::SOURCE_SILENT,
+                    TRUE,
+                    reasons::DEAD_AIR,
+                    "the live source is below the silence threshold (dead air)".to_owned(),
+                ),
+                Ok(Some(report)) if report.source_connected => set(
+                    types::SOURCE_SILENT,
+                    FALSE,
+                    reasons::AUDIO_PRESENT,
+                    "the live source has audio".to_owned(),
+                ),
+                Ok(Some(_)) => set(
+                    types::SOURCE_SILENT,
+                    FALSE,
+                    reasons::NO_SOURCE,
+                    "no encoder is connected, so no live source is silent".to_owned(),
+                ),
+                Ok(None) => set(
+                    types::SOURCE_SILENT,
+                    UNKNOWN,
+                    reasons::STREAM_NOT_LOADED,
+                    "the master has not loaded this stream yet".to_owned(),
+                ),
+                Err(e) => set(
+                    types::SOURCE_SILENT,
+                    UNKNOWN,
+                    master_reason(e),
+                    e.to_string(),
+                ),
+            };
             let degraded = match master {
                 Err(e) => set(types::DEGRADED, TRUE, master_reason(e), e.to_string()),
                 Ok(_) if slaves.ready < slaves.desired => set(
@@ -217,7 +261,7 @@ pub fn compute(
             let report = master.as_ref().ok().and_then(Option::as_ref);
             StreamStatus {
                 observed_generation: generation,
-                conditions: vec![ready, source, degraded],
+                conditions: vec![ready, source, silent, degraded],
                 key: Some(key.to_owned()),
                 codec: report.and_then(|r| r.codec.clone()),
                 listeners: report.map(|r| r.listeners),
@@ -264,7 +308,7 @@ pub struct EventNote {
 }
 
 /// Events for the transitions from `old` to `new`: Ready changes, an encoder connecting or
-/// going away, and Degraded appearing or clearing. Nothing for an unchanged status, so a
+/// going away, dead air starting or ending, and Degraded appearing or clearing. Nothing for an unchanged status, so a
 /// periodic reconcile stays silent.
 pub fn transitions(old: Option<&StreamStatus>, new: &StreamStatus) -> Vec<EventNote> {
     let before = |type_| old.and_then(|s| find(s, type_));
@@ -297,6 +341,21 @@ pub fn transitions(old: Option<&StreamStatus>, new: &StreamStatus) -> Vec<EventN
             events.push(EventNote {
                 warning: true,
                 reason: reasons::SOURCE_DISCONNECTED.to_owned(),
+                note: now.message.clone(),
+            });
+        }
+    }
+    if let Some((was, now)) = changed(types::SOURCE_SILENT) {
+        if now.status == TRUE {
+            events.push(EventNote {
+                warning: true,
+                reason: reasons::DEAD_AIR.to_owned(),
+                note: now.message.clone(),
+            });
+        } else if now.status == FALSE && was.is_some_and(|c| c.status == TRUE) {
+            events.push(EventNote {
+                warning: false,
+                reason: reasons::AUDIO_RESTORED.to_owned(),
                 note: now.message.clone(),
             });
         }
@@ -442,6 +501,77 @@ mod tests {
             condition(&s, types::DEGRADED).reason,
             reasons::MASTER_UNAUTHORIZED
         );
+    }
+
+    fn silent() -> Result<Option<StreamReport>, MasterError> {
+        let mut report = on_air().unwrap().unwrap();
+        report.source_silent = true;
+        Ok(Some(report))
+    }
+
+    #[test]
+    fn source_silent_follows_the_master() {
+        let status_of = |master| {
+            let s = compute(None, Some(4), "live", &running(2, master), at(1));
+            let c = condition(&s, types::SOURCE_SILENT).clone();
+            (c.status, c.reason, c.observed_generation)
+        };
+        let dead_air = status_of(silent());
+        assert_eq!(dead_air, ("True".into(), "DeadAir".into(), Some(4)));
+        assert_eq!(
+            status_of(on_air()),
+            ("False".into(), "AudioPresent".into(), Some(4))
+        );
+        assert_eq!(
+            status_of(Ok(Some(StreamReport::default()))),
+            ("False".into(), "NoSource".into(), Some(4))
+        );
+        assert_eq!(
+            status_of(Ok(None)),
+            ("Unknown".into(), "StreamNotLoaded".into(), Some(4))
+        );
+        assert_eq!(
+            status_of(Err(MasterError::Unreachable("refused".into()))),
+            ("Unknown".into(), "MasterUnreachable".into(), Some(4))
+        );
+        let invalid = compute(
+            None,
+            Some(4),
+            "live",
+            &Observed::InvalidSpec("bad".into()),
+            at(1),
+        );
+        let c = condition(&invalid, types::SOURCE_SILENT);
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("Unknown", "NotObserved")
+        );
+        assert_eq!(c.observed_generation, Some(4));
+    }
+
+    #[test]
+    fn dead_air_warns_once_and_its_end_is_announced() {
+        let on = compute(None, Some(1), "live", &running(2, on_air()), at(1));
+        let quiet = compute(Some(&on), Some(1), "live", &running(2, silent()), at(2));
+        assert_eq!(
+            transitions(Some(&on), &quiet),
+            vec![EventNote {
+                warning: true,
+                reason: "DeadAir".into(),
+                note: condition(&quiet, types::SOURCE_SILENT).message.clone(),
+            }]
+        );
+        let still = compute(Some(&quiet), Some(1), "live", &running(2, silent()), at(3));
+        assert!(transitions(Some(&quiet), &still).is_empty());
+        assert_eq!(
+            condition(&still, types::SOURCE_SILENT).last_transition_time,
+            Time(at(2))
+        );
+        let back = compute(Some(&still), Some(1), "live", &running(2, on_air()), at(4));
+        let events = transitions(Some(&still), &back);
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert!(!events[0].warning);
+        assert_eq!(events[0].reason, "AudioRestored");
     }
 
     #[test]

@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use kube::ResourceExt;
 
-use streammachine_contract::{RESERVED_KEYS, bounds};
+use streammachine_contract::{EVENT_TYPES, RESERVED_KEYS, SilenceConfig, bounds};
 
-use crate::crd::Stream;
+use crate::crd::{SilenceAction, SilenceSpec, Stream, WebhookSpec};
 
 /// Shortest rewind buffer a stream may have.
 pub const MIN_REWIND: Duration = Duration::from_secs(60);
@@ -37,6 +37,8 @@ pub struct ValidSpec {
     pub max_lag: Option<Duration>,
     /// How the slave pods are scaled.
     pub scaling: Scaling,
+    /// Dead-air settings with durations parsed, when the spec sets any.
+    pub silence: Option<SilenceConfig>,
 }
 
 /// How the slave pods are scaled.
@@ -215,6 +217,12 @@ pub fn validate(stream: &Stream) -> Result<ValidSpec, InvalidSpec> {
         problems.push("ingress.groupPlaylist needs spec.group".to_owned());
     }
 
+    let silence = spec
+        .silence
+        .as_ref()
+        .map(|silence| validate_silence(silence, &mut problems));
+    validate_webhooks(&spec.webhooks, &mut problems);
+
     match (rewind, burst, scaling) {
         (Some(rewind), Some(burst), Some(scaling)) if problems.is_empty() => Ok(ValidSpec {
             key,
@@ -222,8 +230,119 @@ pub fn validate(stream: &Stream) -> Result<ValidSpec, InvalidSpec> {
             burst,
             max_lag,
             scaling,
+            silence,
         }),
         _ => Err(InvalidSpec { problems }),
+    }
+}
+
+/// The worker's rules (`streammachine_contract::bounds::silence`), with the CRD's field names.
+fn validate_silence(spec: &SilenceSpec, problems: &mut Vec<String>) -> SilenceConfig {
+    use bounds::silence as b;
+    for (field, level) in [
+        ("spec.silence.thresholdDbfs", spec.threshold_dbfs),
+        ("spec.silence.clearDbfs", spec.clear_dbfs),
+    ] {
+        if let Some(level) = level
+            && !(b::DBFS_MIN..=b::DBFS_MAX).contains(&level)
+        {
+            problems.push(format!(
+                "{field} {level} must be between {} and {} dBFS",
+                b::DBFS_MIN,
+                b::DBFS_MAX
+            ));
+        }
+    }
+    let threshold = spec.threshold_dbfs.unwrap_or(b::THRESHOLD_DBFS);
+    let clear = spec.clear_dbfs.unwrap_or(b::CLEAR_DBFS);
+    if clear < threshold {
+        problems.push(format!(
+            "spec.silence.clearDbfs ({clear}) must be at least spec.silence.thresholdDbfs \
+             ({threshold}); the defaults are {} and {}",
+            b::CLEAR_DBFS,
+            b::THRESHOLD_DBFS
+        ));
+    }
+    let mut bounded = |field: &str, value: Option<&str>, min: Duration, max: Duration| {
+        let parsed = parse_duration(field, value?, problems)?;
+        if !(min..=max).contains(&parsed) {
+            problems.push(format!(
+                "{field} {:?} must be between {} and {}",
+                value.unwrap_or_default(),
+                humantime::format_duration(min),
+                humantime::format_duration(max)
+            ));
+            return None;
+        }
+        Some(parsed)
+    };
+    let trip_after = bounded(
+        "spec.silence.tripAfter",
+        spec.trip_after.as_deref(),
+        b::TRIP_MIN,
+        b::TRIP_MAX,
+    );
+    let clear_after = bounded(
+        "spec.silence.clearAfter",
+        spec.clear_after.as_deref(),
+        b::CLEAR_MIN,
+        b::CLEAR_MAX,
+    );
+    SilenceConfig {
+        threshold_dbfs: spec.threshold_dbfs,
+        clear_dbfs: spec.clear_dbfs,
+        trip_after,
+        clear_after,
+        action: spec.action.map(|action| match action {
+            SilenceAction::Alert => streammachine_contract::SilenceAction::Alert,
+            SilenceAction::Failover => streammachine_contract::SilenceAction::Failover,
+        }),
+    }
+}
+
+/// The worker's webhook rules (`worker/src/events/webhook.rs`), except the secret's, which is
+/// checked once it has been read.
+fn validate_webhooks(hooks: &[WebhookSpec], problems: &mut Vec<String>) {
+    if hooks.len() > bounds::WEBHOOKS_MAX {
+        problems.push(format!(
+            "spec.webhooks: at most {} per stream",
+            bounds::WEBHOOKS_MAX
+        ));
+    }
+    for (i, hook) in hooks.iter().enumerate() {
+        let field = format!("spec.webhooks[{i}]");
+        match url::Url::parse(&hook.url) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host_str().is_some() => {}
+            Ok(_) => problems.push(format!(
+                "{field}.url must be an http:// or https:// URL with a host"
+            )),
+            Err(e) => problems.push(format!("{field}.url is not a valid URL ({e})")),
+        }
+        for pattern in &hook.types {
+            if !is_event_pattern(pattern) {
+                problems.push(format!(
+                    "{field}.types: unknown event type {pattern:?} (known: {}, a prefix like \
+                     `source.*`, or `*`)",
+                    EVENT_TYPES.join(", ")
+                ));
+            }
+        }
+        if let Some(reference) = &hook.secret_key_ref
+            && (reference.name.is_empty() || reference.key.is_empty())
+        {
+            problems.push(format!("{field}.secretKeyRef needs a Secret name and key"));
+        }
+    }
+}
+
+/// The worker's filter rule: `*`, an event type, or `<prefix>.*` of a type at a dot.
+fn is_event_pattern(pattern: &str) -> bool {
+    match pattern.strip_suffix(".*") {
+        _ if pattern == "*" => true,
+        Some(prefix) => EVENT_TYPES
+            .iter()
+            .any(|t| t.starts_with(prefix) && t[prefix.len()..].starts_with('.')),
+        None => EVENT_TYPES.contains(&pattern),
     }
 }
 
@@ -402,6 +521,139 @@ mod tests {
         assert!(validate(&s).is_ok());
         s.spec.stream_title = Some("é".repeat(2049));
         assert!(validate(&s).is_err());
+    }
+
+    fn silence(f: impl FnOnce(&mut crate::crd::SilenceSpec)) -> Stream {
+        let mut s = stream("live");
+        let mut spec = crate::crd::SilenceSpec::default();
+        f(&mut spec);
+        s.spec.silence = Some(spec);
+        s
+    }
+
+    #[test]
+    fn silence_durations_parse_and_levels_pass_through() {
+        let s = silence(|c| {
+            c.threshold_dbfs = Some(-119);
+            c.clear_dbfs = Some(0);
+            c.trip_after = Some("1h".into());
+            c.clear_after = Some("100ms".into());
+            c.action = Some(crate::crd::SilenceAction::Failover);
+        });
+        let valid = validate(&s).unwrap().silence.unwrap();
+        assert_eq!(valid.trip_after, Some(Duration::from_secs(3600)));
+        assert_eq!(valid.clear_after, Some(Duration::from_millis(100)));
+        assert_eq!(
+            (valid.threshold_dbfs, valid.clear_dbfs),
+            (Some(-119), Some(0))
+        );
+        assert_eq!(
+            valid.action,
+            Some(streammachine_contract::SilenceAction::Failover)
+        );
+        assert_eq!(validate(&stream("live")).unwrap().silence, None);
+    }
+
+    #[test]
+    fn silence_bounds_are_the_workers() {
+        let bad: Vec<(Stream, &str)> = vec![
+            (silence(|c| c.threshold_dbfs = Some(-120)), "thresholdDbfs"),
+            (silence(|c| c.clear_dbfs = Some(1)), "clearDbfs"),
+            (
+                silence(|c| c.trip_after = Some("999ms".into())),
+                "tripAfter",
+            ),
+            (silence(|c| c.trip_after = Some("61m".into())), "tripAfter"),
+            (
+                silence(|c| c.clear_after = Some("99ms".into())),
+                "clearAfter",
+            ),
+            (
+                silence(|c| c.clear_after = Some("10m1s".into())),
+                "clearAfter",
+            ),
+            (silence(|c| c.trip_after = Some("soon".into())), "tripAfter"),
+            // The defaults take part: a threshold over the default clear level (-40).
+            (silence(|c| c.threshold_dbfs = Some(-30)), "clearDbfs"),
+            (silence(|c| c.clear_dbfs = Some(-55)), "clearDbfs"),
+        ];
+        for (s, field) in bad {
+            let err = validate(&s).unwrap_err().to_string();
+            assert!(err.contains(field), "{field}: {err}");
+        }
+        assert!(
+            validate(&silence(|c| {
+                c.threshold_dbfs = Some(-30);
+                c.clear_dbfs = Some(-30);
+            }))
+            .is_ok()
+        );
+    }
+
+    fn hook(url: &str, types: &[&str]) -> crate::crd::WebhookSpec {
+        crate::crd::WebhookSpec {
+            url: url.into(),
+            types: types.iter().map(|t| (*t).to_owned()).collect(),
+            secret_key_ref: None,
+        }
+    }
+
+    #[test]
+    fn webhook_urls_and_types_follow_the_worker() {
+        let mut s = stream("live");
+        s.spec.webhooks = vec![
+            hook("https://hooks.example/a?x=1", &["*"]),
+            hook("http://10.0.0.1:8080", &["source.*", "source.silence.*"]),
+            hook(
+                "http://pager",
+                &["stream.sourceless.started", "admin.action"],
+            ),
+        ];
+        assert!(validate(&s).is_ok(), "{:?}", validate(&s));
+
+        for (url, types) in [
+            ("ftp://hooks.example", &[][..]),
+            ("http://", &[]),
+            ("http://:80/x", &[]),
+            ("https://exa mple.org", &[]),
+            ("https://ok.example", &["source.silence"]),
+            ("https://ok.example", &["source.connected.*"]),
+            ("https://ok.example", &["sour.*"]),
+            ("https://ok.example", &[".*"]),
+            ("https://ok.example", &["listener.connected"]),
+        ] {
+            let mut s = stream("live");
+            s.spec.webhooks = vec![hook(url, types)];
+            let err = validate(&s).unwrap_err().to_string();
+            assert!(err.contains("spec.webhooks[0]"), "{url} {types:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn at_most_the_workers_number_of_webhooks() {
+        let mut s = stream("live");
+        s.spec.webhooks = vec![hook("https://h.example", &[]); bounds::WEBHOOKS_MAX];
+        assert!(validate(&s).is_ok());
+        s.spec.webhooks.push(hook("https://h.example", &[]));
+        assert!(validate(&s).unwrap_err().to_string().contains("at most 16"));
+    }
+
+    #[test]
+    fn the_event_pattern_rule_matches_the_crd_enum() {
+        let patterns = crate::crd::event_type_patterns();
+        for p in &patterns {
+            assert!(is_event_pattern(p), "{p}");
+        }
+        for p in [
+            "source",
+            "source.silence",
+            "x.*",
+            "source.connected.*",
+            "**",
+        ] {
+            assert!(!is_event_pattern(p), "{p}");
+            assert!(!patterns.iter().any(|q| q == p), "{p}");
+        }
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use serde_json::Value;
-use streammachine_operator::config::Sensitive;
+use streammachine_operator::config::{Sensitive, StreamSecrets};
 use streammachine_operator::crd::Stream;
 use streammachine_operator::resources::{self, WorkerSettings};
 use streammachine_operator::validate::validate;
@@ -168,7 +168,13 @@ fn operator_children(example: &Path) -> (String, usize) {
         stream.metadata.namespace = Some("radio".into());
         stream.metadata.uid = Some("0b6c4d0e-5c3f-4f43-9d4e-2a8d0c1f7e11".into());
         let valid = validate(&stream).unwrap();
-        let desired = resources::build(&stream, &valid, &settings(), Sensitive::new("pw")).unwrap();
+        let desired = resources::build(
+            &stream,
+            &valid,
+            &settings(),
+            &StreamSecrets::new(Sensitive::new("pw")),
+        )
+        .unwrap();
         let mut objects = vec![
             serde_json::to_value(&desired.secret).unwrap(),
             serde_json::to_value(&desired.service).unwrap(),
@@ -508,8 +514,13 @@ fn slave_command_lines_parse_with_the_worker_cli() {
             stream.metadata.namespace = Some("radio".into());
             stream.metadata.uid = Some("0b6c4d0e-5c3f-4f43-9d4e-2a8d0c1f7e11".into());
             let valid = validate(&stream).unwrap();
-            let desired =
-                resources::build(&stream, &valid, &settings(), Sensitive::new("pw")).unwrap();
+            let desired = resources::build(
+                &stream,
+                &valid,
+                &settings(),
+                &StreamSecrets::new(Sensitive::new("pw")),
+            )
+            .unwrap();
             let deployment = serde_json::to_value(&desired.deployment).unwrap();
             let container = &deployment["spec"]["template"]["spec"]["containers"][0];
             let argv = expand(

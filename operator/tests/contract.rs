@@ -9,7 +9,9 @@
 use kube::CustomResourceExt;
 use serde_json::Value;
 use streammachine::cluster::store::parse_document;
-use streammachine_operator::config::{Sensitive, StreamConfig};
+use streammachine_operator::config::{
+    Sensitive, StreamConfig, StreamSecrets, check_webhook_secret,
+};
 use streammachine_operator::crd::Stream;
 use streammachine_operator::master::StreamReport;
 use streammachine_operator::validate::validate;
@@ -32,8 +34,9 @@ fn stream(name: &str, extra: &str) -> Stream {
     serde_saphyr::from_str(&yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"))
 }
 
-/// The OpenAPI checks the apiserver applies that `validate_cel` does not: numeric ranges and
-/// string lengths (patterns are re-checked by the operator's validation with the same rule).
+/// The OpenAPI checks the apiserver applies that `validate_cel` does not: numeric ranges,
+/// string lengths, enums and list lengths (patterns are re-checked by the operator's
+/// validation with the same rule).
 fn schema_problems(schema: &Value, value: &Value, path: &str, problems: &mut Vec<String>) {
     if let Some(n) = value.as_f64() {
         if schema["minimum"].as_f64().is_some_and(|min| n < min) {
@@ -50,6 +53,22 @@ fn schema_problems(schema: &Value, value: &Value, path: &str, problems: &mut Vec
         }
         if schema["minLength"].as_u64().is_some_and(|min| chars < min) {
             problems.push(format!("{path} too short"));
+        }
+    }
+    if let Some(allowed) = schema["enum"].as_array()
+        && !allowed.contains(value)
+    {
+        problems.push(format!("{path} not in enum"));
+    }
+    if let Some(items) = value.as_array() {
+        if schema["maxItems"]
+            .as_u64()
+            .is_some_and(|max| items.len() as u64 > max)
+        {
+            problems.push(format!("{path} too many items"));
+        }
+        for (i, item) in items.iter().enumerate() {
+            schema_problems(&schema["items"], item, &format!("{path}[{i}]"), problems);
         }
     }
     if let (Some(properties), Some(object)) = (schema["properties"].as_object(), value.as_object())
@@ -82,9 +101,27 @@ fn admitted(stream: &Stream) -> Result<(), String> {
 }
 
 /// The document the operator would write for an admitted Stream, read by the worker's parser.
+/// Every webhook with a `secretKeyRef` gets the shortest signing secret the operator accepts.
 fn worker_accepts(stream: &Stream) -> Result<(), String> {
+    let secrets = StreamSecrets {
+        source_password: Sensitive::new("hackme"),
+        webhook_secrets: stream
+            .spec
+            .webhooks
+            .iter()
+            .map(|h| {
+                h.secret_key_ref
+                    .as_ref()
+                    .map(|_| Sensitive::new("0123456789abcdef"))
+            })
+            .collect(),
+    };
+    worker_accepts_with(stream, &secrets)
+}
+
+fn worker_accepts_with(stream: &Stream, secrets: &StreamSecrets) -> Result<(), String> {
     let valid = validate(stream).unwrap();
-    let config = StreamConfig::build(stream, &valid, Sensitive::new("hackme"));
+    let config = StreamConfig::build(stream, &valid, secrets);
     let document = config.to_document().unwrap();
     parse_document(&valid.key, &document)
         .map(|_| ())
@@ -185,6 +222,85 @@ fn every_stream_the_crd_admits_is_one_the_worker_serves() {
             false,
         ),
     ];
+    // Dead air: every edge of the levels and durations, the defaults taking part in
+    // clear >= threshold.
+    for (silence, ok) in [
+        ("{}", true),
+        ("{thresholdDbfs: -119, clearDbfs: -119}", true),
+        ("{thresholdDbfs: 0, clearDbfs: 0}", true),
+        ("{thresholdDbfs: -119, clearDbfs: 0}", true),
+        ("{thresholdDbfs: -40}", true),
+        ("{clearDbfs: -50}", true),
+        ("{thresholdDbfs: -120}", false),
+        ("{clearDbfs: 1}", false),
+        ("{thresholdDbfs: -39}", false),
+        ("{clearDbfs: -51}", false),
+        ("{tripAfter: 1s, clearAfter: 100ms}", true),
+        ("{tripAfter: 1h, clearAfter: 10m}", true),
+        ("{tripAfter: 3600s, clearAfter: 600s}", true),
+        ("{tripAfter: 999ms}", false),
+        ("{tripAfter: 1h1s}", false),
+        ("{clearAfter: 99ms}", false),
+        ("{clearAfter: 10m1ms}", false),
+        ("{tripAfter: 0s}", false),
+        ("{action: alert}", true),
+        ("{action: failover}", true),
+    ] {
+        cases.push(("live".into(), format!("silence: {silence}"), ok));
+    }
+    cases.push(("live".into(), "monitored: false".into(), true));
+    cases.push(("live".into(), "monitored: true".into(), true));
+    // Webhooks: URL forms, every type pattern the CRD lists, the most hooks, one more.
+    let hook = |url: &str, extra: &str| format!("{{url: {url:?}{extra}}}");
+    let all_patterns = streammachine_operator::crd::event_type_patterns()
+        .iter()
+        .map(|p| format!("{p:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    for (hooks, ok) in [
+        (hook("https://hooks.example/in", ""), true),
+        (hook("http://10.0.0.7:8080/x?y=1", ""), true),
+        (
+            hook(
+                "https://h.example",
+                ", secretKeyRef: {name: hooks, key: signing}",
+            ),
+            true,
+        ),
+        (
+            hook("https://h.example", &format!(", types: [{all_patterns}]")),
+            true,
+        ),
+        (hook(&format!("https://{}", long(2040, 'h')), ""), true),
+        (hook(&format!("https://{}", long(2041, 'h')), ""), false),
+        (hook("ftp://h.example", ""), false),
+        (hook("http://", ""), false),
+        (hook("http://:80/in", ""), false),
+        (hook("https://exa mple.org", ""), false),
+        (
+            hook("https://h.example", ", types: [source.silence]"),
+            false,
+        ),
+        (
+            hook("https://h.example", ", types: [source.connected.*]"),
+            false,
+        ),
+        (
+            hook("https://h.example", ", types: [listener.joined]"),
+            false,
+        ),
+    ] {
+        cases.push(("live".into(), format!("webhooks: [{hooks}]"), ok));
+    }
+    let max = streammachine_contract::bounds::WEBHOOKS_MAX;
+    let many = |n: usize| vec![hook("https://h.example", ""); n].join(", ");
+    cases.push(("live".into(), format!("webhooks: [{}]", many(max)), true));
+    cases.push((
+        "live".into(),
+        format!("webhooks: [{}]", many(max + 1)),
+        false,
+    ));
+
     for name in streammachine_contract::RESERVED_KEYS {
         cases.push(("live".into(), format!("key: {name:?}"), false));
         cases.push(("live".into(), format!("group: {name:?}"), false));
@@ -209,6 +325,37 @@ fn every_stream_the_crd_admits_is_one_the_worker_serves() {
                 "the CRD admits name {name}, spec {extra:?}, the worker refuses it"
             );
         }
+    }
+}
+
+/// Signing secrets: what the operator accepts from a Secret, the worker signs with; what it
+/// refuses (so the Stream gets a WebhookSecretUnavailable condition), the worker refuses too.
+#[test]
+fn webhook_secrets_the_operator_accepts_are_ones_the_worker_accepts() {
+    let s = stream(
+        "live",
+        "webhooks: [{url: 'https://h.example', secretKeyRef: {name: hooks, key: signing}}]",
+    );
+    assert_eq!(admitted(&s), Ok(()));
+    for (secret, ok) in [
+        ("0123456789abcdef", true),
+        ("a much longer signing secret of any characters: é€", true),
+        ("whsec_MDEyMzQ1Njc4OWFiY2RlZg==", true),
+        ("0123456789abcde", false),
+        ("whsec_MDEyMzQ1Njc4OWFiY2Rl", false),
+        ("whsec_0123456789abcdef0123456789abcdef!", false),
+    ] {
+        let operator = check_webhook_secret(secret);
+        assert_eq!(operator.is_ok(), ok, "{secret}: {operator:?}");
+        let secrets = StreamSecrets {
+            source_password: Sensitive::new("hackme"),
+            webhook_secrets: vec![Some(Sensitive::new(secret))],
+        };
+        assert_eq!(
+            worker_accepts_with(&s, &secrets).is_ok(),
+            ok,
+            "the worker and the operator disagree on {secret:?}"
+        );
     }
 }
 

@@ -67,7 +67,15 @@ fn crd_identity_columns_and_subresources() {
         .iter()
         .map(|c| c["name"].as_str().unwrap())
         .collect();
-    for wanted in ["Format", "Source", "Listeners", "Buffered", "Ready", "Age"] {
+    for wanted in [
+        "Format",
+        "Source",
+        "Silent",
+        "Listeners",
+        "Buffered",
+        "Ready",
+        "Age",
+    ] {
         assert!(
             columns.contains(&wanted),
             "missing column {wanted}: {columns:?}"
@@ -239,6 +247,16 @@ fn cel_rules_accept_good_specs() {
         "slaves: {autoscaling: {minReplicas: 2, maxReplicas: 2}}",
         "ingress: {enabled: true, host: radio.example.org}",
         "group: kpcc\ningress: {enabled: true, host: radio.example.org, groupPlaylist: true}",
+        "silence: {}",
+        "silence: {thresholdDbfs: -50, clearDbfs: -40, tripAfter: 20s, clearAfter: 3s, action: alert}",
+        "silence: {thresholdDbfs: -30, clearDbfs: -30, action: failover}",
+        "silence: {clearDbfs: -50}",
+        "silence: {tripAfter: 1s, clearAfter: 100ms}",
+        "silence: {tripAfter: 1h, clearAfter: 10m}",
+        "monitored: false",
+        "webhooks: [{url: 'https://hooks.example/in'}]",
+        "webhooks: [{url: 'http://pager:8080', types: ['*', source.*, stream.sourceless.started], \
+         secretKeyRef: {name: hooks, key: signing}}]",
     ];
     for extra in good {
         let stream = stream_from_yaml(&format!("{BASE}{extra}"));
@@ -280,6 +298,34 @@ fn cel_rules_reject_bad_specs() {
         ("key: admin", "spec.key is reserved"),
         ("key: metrics", "spec.key is reserved"),
         ("group: sg", "spec.group is reserved"),
+        (
+            "silence: {thresholdDbfs: -30}",
+            "clearDbfs must be at least silence.thresholdDbfs",
+        ),
+        (
+            "silence: {thresholdDbfs: -45, clearDbfs: -46}",
+            "clearDbfs must be at least silence.thresholdDbfs",
+        ),
+        (
+            "silence: {clearDbfs: -51}",
+            "clearDbfs must be at least silence.thresholdDbfs",
+        ),
+        (
+            "silence: {tripAfter: 999ms}",
+            "tripAfter must be between 1s and 1h",
+        ),
+        (
+            "silence: {tripAfter: 61m}",
+            "tripAfter must be between 1s and 1h",
+        ),
+        (
+            "silence: {clearAfter: 99ms}",
+            "clearAfter must be between 100ms and 10m",
+        ),
+        (
+            "silence: {clearAfter: 601s}",
+            "clearAfter must be between 100ms and 10m",
+        ),
     ];
     for (extra, message) in bad {
         let stream = stream_from_yaml(&format!("{BASE}{extra}"));
@@ -293,6 +339,49 @@ fn cel_rules_reject_bad_specs() {
         // The operator's own validation agrees, for Streams admitted without CEL.
         assert!(validate(&stream).is_err(), "{extra}");
     }
+}
+
+/// What the OpenAPI part of the schema (not CEL) refuses in the new fields: the dBFS range, the
+/// number of webhooks, URL schemes and unknown event types.
+#[test]
+fn schema_bounds_of_silence_and_webhooks() {
+    let crd = serde_json::to_value(Stream::crd()).unwrap();
+    let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"];
+    for level in ["thresholdDbfs", "clearDbfs"] {
+        let field = &spec["silence"]["properties"][level];
+        assert_eq!(field["minimum"], -119.0, "{level}");
+        assert_eq!(field["maximum"], 0.0, "{level}");
+    }
+    assert_eq!(
+        spec["silence"]["properties"]["action"]["enum"],
+        serde_json::json!(["alert", "failover"])
+    );
+    let hooks = &spec["webhooks"];
+    assert_eq!(
+        hooks["maxItems"],
+        streammachine_contract::bounds::WEBHOOKS_MAX
+    );
+    let pattern = hooks["items"]["properties"]["url"]["pattern"]
+        .as_str()
+        .unwrap();
+    assert_eq!(pattern, "^https?://[^/?#]+");
+    let types: Vec<&str> = hooks["items"]["properties"]["types"]["items"]["enum"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    for name in streammachine_contract::EVENT_TYPES {
+        assert!(types.contains(name), "{name}");
+    }
+    for prefix in ["*", "source.*", "source.silence.*", "stream.sourceless.*"] {
+        assert!(types.contains(&prefix), "{prefix}");
+    }
+    assert!(!types.contains(&"source.connected.*"));
+    assert_eq!(
+        hooks["items"]["properties"]["secretKeyRef"]["required"],
+        serde_json::json!(["key", "name"])
+    );
 }
 
 /// The CRD's reserved-name rules list exactly the contract's names that the key pattern admits.

@@ -374,6 +374,10 @@ async fn operator_binary_reconciles_streams_against_a_fake_api_server() {
     assert!(status.buffered_seconds.unwrap() >= 754.5);
     assert_eq!(status.key.as_deref(), Some("live"));
     assert_eq!(condition(&stream, "SourceConnected").unwrap().0, "True");
+    assert_eq!(
+        condition(&stream, "SourceSilent").unwrap(),
+        ("False".into(), "AudioPresent".into())
+    );
     // No Deployment controller in the fake: no pod is ready yet.
     assert_eq!(
         condition(&stream, "Ready").unwrap(),
@@ -574,7 +578,103 @@ async fn unreachable_master_and_missing_secret_become_conditions() {
         condition(&stream, "Degraded").unwrap().1,
         "MasterUnreachable"
     );
+    assert_eq!(
+        condition(&stream, "SourceSilent").unwrap(),
+        ("Unknown".into(), "MasterUnreachable".into())
+    );
     assert_eq!(stream.status.unwrap().observed_generation, Some(2));
+
+    // A signed webhook whose Secret does not exist yet: a condition, and the stored document
+    // keeps the last good config.
+    let mut redis_conn = redis::Client::open(redis.url().as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let stored = || {
+        let mut conn = redis_conn.clone();
+        async move {
+            let document: String = conn.get("streammachine:stream:live").await.unwrap();
+            serde_json::from_str::<serde_json::Value>(&document).unwrap()
+        }
+    };
+    assert!(stored().await["stream"].get("webhooks").is_none());
+    streams
+        .patch(
+            "morning",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"webhooks": [{
+                "url": "https://hooks.test/in",
+                "types": ["source.silence.*"],
+                "secretKeyRef": {"name": "hooks", "key": "signing"}
+            }]}})),
+        )
+        .await
+        .unwrap();
+    let stream = wait_for("WebhookSecretUnavailable", WAIT, || async {
+        let s = streams.get("morning").await.ok()?;
+        (condition(&s, "Ready")?.1 == "WebhookSecretUnavailable").then_some(s)
+    })
+    .await;
+    let ready = stream
+        .status
+        .as_ref()
+        .unwrap()
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap()
+        .message
+        .clone();
+    assert!(ready.contains("Secret \"hooks\" not found"), "{ready}");
+    assert!(stored().await["stream"].get("webhooks").is_none());
+
+    // The Secret appears: the next reconcile (a spec touch makes it immediate) stores the hook
+    // with its signing secret.
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "radio");
+    let hooks: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "hooks"},
+        "data": {"signing": "MDEyMzQ1Njc4OWFiY2RlZg=="}  // "0123456789abcdef"
+    }))
+    .unwrap();
+    secrets
+        .create(&PostParams::default(), &hooks)
+        .await
+        .unwrap();
+    streams
+        .patch(
+            "morning",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"streamTitle": "Morning Edition"}})),
+        )
+        .await
+        .unwrap();
+    let document = wait_for("the webhook in the stored config", WAIT, || async {
+        let document = stored().await;
+        document["stream"]
+            .get("webhooks")
+            .is_some()
+            .then_some(document)
+    })
+    .await;
+    assert_eq!(
+        document["stream"]["webhooks"],
+        json!([{
+            "url": "https://hooks.test/in",
+            "types": ["source.silence.*"],
+            "secret": "0123456789abcdef"
+        }])
+    );
+    let log = std::fs::read_to_string(&operator.log).unwrap();
+    assert!(
+        !log.contains("0123456789abcdef"),
+        "the secret reached the log"
+    );
+    let failures = operator
+        .metric(r#"streammachine_operator_reconcile_failures_total{error="webhook_secret"}"#)
+        .await;
+    assert!(failures >= 1.0);
     let failures = operator
         .metric(r#"streammachine_operator_reconcile_failures_total{error="source_secret"}"#)
         .await;

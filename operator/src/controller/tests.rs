@@ -394,9 +394,13 @@ async fn steady_state_reapplies_children_to_undo_drift_and_writes_nothing_else()
     s.status = Some(applied_status(&s, on_air()));
     let document = {
         let valid = validate(&s).unwrap();
-        crate::config::StreamConfig::build(&s, &valid, Sensitive::new("hackme"))
-            .to_document()
-            .unwrap()
+        crate::config::StreamConfig::build(
+            &s,
+            &valid,
+            &StreamSecrets::new(Sensitive::new("hackme")),
+        )
+        .to_document()
+        .unwrap()
     };
     let calls = vec![
         call("GET", format!("{SECRETS}/encoder"), encoder_secret()),
@@ -770,4 +774,144 @@ fn error_classes() {
     ))));
     assert_eq!(add.class(), ErrorClass::Transient);
     assert_eq!(add.metric_label(), "finalizer");
+}
+
+fn with_signed_hook(mut s: Stream) -> Stream {
+    s.spec.webhooks = vec![
+        crate::crd::WebhookSpec {
+            url: "https://hooks.example/in".into(),
+            types: vec!["source.silence.*".into()],
+            secret_key_ref: Some(crate::crd::SecretKeyRef {
+                name: "hooks".into(),
+                key: "signing".into(),
+            }),
+        },
+        crate::crd::WebhookSpec {
+            url: "http://pager.internal/in".into(),
+            types: vec![],
+            secret_key_ref: None,
+        },
+    ];
+    s
+}
+
+fn hooks_secret(value: &str) -> Reply {
+    use base64::Engine;
+    Reply::Json(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "hooks", "namespace": "radio"},
+        "data": {"signing": base64::engine::general_purpose::STANDARD.encode(value)}
+    }))
+}
+
+const SIGNING: &str = "whsec_c2VjcmV0LXNpZ25pbmcta2V5IQ==";
+
+#[tokio::test]
+async fn a_webhook_secret_is_read_into_the_stored_document_only() {
+    let s = with_signed_hook(finalized(stream("live")));
+    let mut calls = first_apply_calls(&s);
+    calls.insert(
+        1,
+        call("GET", format!("{SECRETS}/hooks"), hooks_secret(SIGNING)),
+    );
+    let (result, sent, store, _) = run(s, on_air(), MemoryStore::default(), calls).await;
+    assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(30)));
+    let entries = store.entries.lock().unwrap();
+    let document: Value = serde_json::from_str(&entries["live"].document).unwrap();
+    assert_eq!(
+        document["stream"]["webhooks"],
+        json!([
+            {"url": "https://hooks.example/in", "types": ["source.silence.*"], "secret": SIGNING},
+            {"url": "http://pager.internal/in"}
+        ])
+    );
+    // Neither the secret nor its base64 leaves for the API server (children, status, events).
+    for request in &sent {
+        let body = request.body.to_string();
+        assert!(!body.contains("c2VjcmV0LXNpZ25pbmcta2V5IQ"), "{request:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_missing_webhook_secret_blocks_and_writes_nothing() {
+    for (reply, wanted) in [
+        (Reply::Fail(404), "Secret \"hooks\" not found"),
+        (
+            Reply::Json(json!({
+                "apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": "hooks", "namespace": "radio"},
+                "data": {"other": "eA=="}
+            })),
+            "has no key \"signing\"",
+        ),
+        (hooks_secret("short"), "too short"),
+    ] {
+        let s = with_signed_hook(finalized(stream("live")));
+        let calls = vec![
+            call("GET", format!("{SECRETS}/encoder"), encoder_secret()),
+            call("GET", format!("{SECRETS}/hooks"), reply),
+            call(
+                "PATCH",
+                format!("{STREAMS}/live/status"),
+                Reply::Json(as_json(&s)),
+            ),
+            call("POST", EVENTS, Reply::Echo),
+        ];
+        let (result, sent, store, ctx) =
+            run(s.clone(), on_air(), MemoryStore::default(), calls).await;
+        let error = result.unwrap_err();
+        assert_eq!(error.class(), ErrorClass::Blocked);
+        assert_eq!(error.metric_label(), "webhook_secret");
+        assert_eq!(
+            error_policy(guarded(s), &error, ctx),
+            Action::requeue(BLOCKED_RETRY)
+        );
+        let status = &sent[2].body["status"];
+        let ready = condition(status, "Ready");
+        assert_eq!(ready["reason"], "WebhookSecretUnavailable");
+        let message = ready["message"].as_str().unwrap();
+        assert!(
+            message.contains("spec.webhooks[0].secretKeyRef"),
+            "{message}"
+        );
+        assert!(message.contains(wanted), "{message}");
+        assert!(
+            !message.contains("short\""),
+            "the value is not quoted: {message}"
+        );
+        assert_eq!(condition(status, "SourceSilent")["status"], "Unknown");
+        assert_eq!(sent[3].body["reason"], "WebhookSecretUnavailable");
+        assert!(
+            store.entries.lock().unwrap().is_empty(),
+            "nothing written to Redis"
+        );
+    }
+}
+
+#[tokio::test]
+async fn dead_air_reported_by_the_master_sets_source_silent_and_warns() {
+    let s = finalized(stream("live"));
+    let mut master = on_air();
+    if let Ok(Some(report)) = &mut master {
+        report.source_silent = true;
+    }
+    let mut calls = first_apply_calls(&s);
+    calls.push(call("POST", EVENTS, Reply::Echo));
+    let (result, sent, _, _) = run(s, master, MemoryStore::default(), calls).await;
+    assert!(result.is_ok(), "{result:?}");
+    let status = &sent[8].body["status"];
+    let silent = condition(status, "SourceSilent");
+    assert_eq!(silent["status"], "True");
+    assert_eq!(silent["reason"], "DeadAir");
+    assert_eq!(silent["observedGeneration"], 1);
+    let reasons: Vec<_> = sent[9..].iter().map(|e| e.body["reason"].clone()).collect();
+    assert_eq!(
+        reasons,
+        [
+            json!("SlavesReady"),
+            json!("SourceConnected"),
+            json!("DeadAir")
+        ]
+    );
+    assert_eq!(sent[11].body["type"], "Warning");
 }

@@ -24,7 +24,7 @@ use kube::{Resource, ResourceExt};
 
 pub use deployment::{MemorySizing, slave_memory};
 
-use crate::config::{Sensitive, StreamConfig};
+use crate::config::{Sensitive, StreamConfig, StreamSecrets};
 use crate::crd::Stream;
 use crate::validate::ValidSpec;
 
@@ -120,7 +120,7 @@ pub fn build(
     stream: &Stream,
     valid: &ValidSpec,
     settings: &WorkerSettings,
-    source_password: Sensitive,
+    secrets: &StreamSecrets,
 ) -> Result<Desired, BuildError> {
     let parent = Parent::of(stream)?;
     let names = ChildNames::of(stream);
@@ -133,7 +133,7 @@ pub fn build(
         (None, None)
     };
     Ok(Desired {
-        config: StreamConfig::build(stream, valid, source_password),
+        config: StreamConfig::build(stream, valid, secrets),
         deployment: deployment::build(&parent, &names, valid, stream, settings, &secret),
         service: service::build(&parent, &names),
         autoscaler: autoscaler::build(&parent, &names, valid.scaling),
@@ -208,7 +208,7 @@ mod tests {
             stream,
             &validate(stream).unwrap(),
             &settings(),
-            Sensitive::new("pw"),
+            &StreamSecrets::new(Sensitive::new("pw")),
         )
         .unwrap()
     }
@@ -281,7 +281,7 @@ mod tests {
             &s,
             &validate(&s).unwrap(),
             &settings(),
-            Sensitive::new("pw"),
+            &StreamSecrets::new(Sensitive::new("pw")),
         );
         assert!(matches!(result, Err(BuildError::MissingMetadata("uid"))));
     }

@@ -157,23 +157,9 @@ impl EventKind {
     }
 }
 
-/// Every type name, for validating filters in config and queries.
-pub const TYPES: &[&str] = &[
-    "source.connected",
-    "source.disconnected",
-    "source.promoted",
-    "source.silence.started",
-    "source.silence.ended",
-    "stream.sourceless.started",
-    "stream.sourceless.ended",
-    "stream.metadata.changed",
-    "stream.listeners.changed",
-    "replica.unsynced",
-    "replica.synced",
-    "buffer.restored",
-    "config.changed",
-    "admin.action",
-];
+/// Every type name, for validating filters in config and queries (the contract's list, which
+/// the operator checks `Stream` webhooks against).
+pub const TYPES: &[&str] = streammachine_contract::EVENT_TYPES;
 
 /// Which events a consumer wants: types (exact, or a prefix ending in `.*`) and streams; empty
 /// lists want everything.
