@@ -11,10 +11,44 @@ use crate::require;
 /// A noise file (every frame differs, so byte ranges can be located in it) of `seconds`, cached
 /// under `target/e2e-fixtures`. Different seeds tell sources apart.
 pub fn fixture(format: Format, seconds: u32, seed: u32) -> PathBuf {
+    lavfi_fixture(
+        format,
+        &format!("noise-{seed}-{seconds}s"),
+        &format!("anoisesrc=d={seconds}:c=pink:r=44100:a=0.3:seed={seed}"),
+    )
+}
+
+/// A 440 Hz tone (about -13 dBFS RMS) interrupted by digital silence: `parts` are
+/// (seconds, audible) in order, e.g. `[(12.0, true), (25.0, false), (16.0, true)]`.
+pub fn tone_and_silence(format: Format, parts: &[(f64, bool)]) -> PathBuf {
+    let mut t = 0.0;
+    let mut silent = Vec::new();
+    let mut name = String::from("tone");
+    for &(secs, audible) in parts {
+        if !audible {
+            silent.push(format!("between(t,{t},{})", t + secs));
+        }
+        name.push_str(&format!("-{}{secs}", if audible { 'a' } else { 's' }));
+        t += secs;
+    }
+    let gate = if silent.is_empty() {
+        "1".to_string()
+    } else {
+        format!("not({})", silent.join("+"))
+    };
+    lavfi_fixture(
+        format,
+        &name,
+        &format!("aevalsrc='{gate}*0.3*sin(2*PI*440*t)':s=44100:d={t}"),
+    )
+}
+
+/// Encode the lavfi source `source` (stereo, 44.1 kHz, 128 kbps) once, cached as `name`.
+fn lavfi_fixture(format: Format, name: &str, source: &str) -> PathBuf {
     require("ffmpeg");
     let dir = crate::repo_root().join("target").join("e2e-fixtures");
     std::fs::create_dir_all(&dir).expect("fixture dir");
-    let path = dir.join(format!("noise-{seed}-{seconds}s.{}", format.extension()));
+    let path = dir.join(format!("{name}.{}", format.extension()));
     if path.exists() {
         return path;
     }
@@ -22,11 +56,10 @@ pub fn fixture(format: Format, seconds: u32, seed: u32) -> PathBuf {
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let tmp = dir.join(format!(
-        ".noise-{seed}-{seconds}s-{}-{n}.{}",
+        ".{name}-{}-{n}.{}",
         std::process::id(),
         format.extension()
     ));
-    let source = format!("anoisesrc=d={seconds}:c=pink:r=44100:a=0.3:seed={seed}");
     let mut cmd = Command::new("ffmpeg");
     cmd.args([
         "-hide_banner",
@@ -36,7 +69,7 @@ pub fn fixture(format: Format, seconds: u32, seed: u32) -> PathBuf {
         "-f",
         "lavfi",
         "-i",
-        &source,
+        source,
     ])
     .args(["-ac", "2", "-ar", "44100"]);
     match format {
