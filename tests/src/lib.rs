@@ -4,6 +4,7 @@
 
 pub mod audio;
 pub mod cluster;
+pub mod events;
 pub mod listener;
 pub mod server;
 pub mod services;

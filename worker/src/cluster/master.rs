@@ -38,6 +38,7 @@ const NATS_WAIT: Duration = Duration::from_secs(5);
 
 /// Start the master's cluster tasks on `app`.
 pub fn spawn(app: Arc<App>, configs: ConfigWatch, bus: Bus) {
+    super::forward::spawn_master(&app, bus.clone());
     app.tasks
         .spawn(apply_configs(app.clone(), configs, bus.clone()));
     app.tasks.spawn(collect_stats(app.clone(), bus));
