@@ -26,9 +26,27 @@ impl Received {
         self.0.lock().expect("events lock").push(v);
     }
 
+    /// How many have arrived: a mark for [`Received::matching_from`].
+    pub fn len(&self) -> usize {
+        self.0.lock().expect("events lock").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Those `pick` selects.
     pub fn matching(&self, pick: impl Fn(&Value) -> bool) -> Vec<Value> {
-        self.all().into_iter().filter(|v| pick(v)).collect()
+        self.matching_from(0, pick)
+    }
+
+    /// Those `pick` selects among what arrived after the first `from`.
+    pub fn matching_from(&self, from: usize, pick: impl Fn(&Value) -> bool) -> Vec<Value> {
+        self.all()
+            .into_iter()
+            .skip(from)
+            .filter(|v| pick(v))
+            .collect()
     }
 
     /// Wait until one `pick` selects has arrived; the first such.
@@ -38,9 +56,20 @@ impl Received {
         timeout: Duration,
         pick: impl Fn(&Value) -> bool,
     ) -> Value {
+        self.wait_for_from(0, what, timeout, pick).await
+    }
+
+    /// [`Received::wait_for`] among what arrived after the first `from`.
+    pub async fn wait_for_from(
+        &self,
+        from: usize,
+        what: &str,
+        timeout: Duration,
+        pick: impl Fn(&Value) -> bool,
+    ) -> Value {
         let pick = &pick;
         eventually(what, timeout, || async move {
-            self.matching(pick).into_iter().next()
+            self.matching_from(from, pick).into_iter().next()
         })
         .await
     }
