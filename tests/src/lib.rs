@@ -4,6 +4,9 @@
 
 pub mod audio;
 pub mod cluster;
+/// The SSE reader and webhook receiver of the cluster event tests (a second, simpler take on
+/// `events`; to be folded into it).
+pub mod cluster_events;
 pub mod events;
 pub mod listener;
 pub mod server;

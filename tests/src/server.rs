@@ -98,6 +98,19 @@ impl Server {
         self.child.as_ref().map(Child::id)
     }
 
+    /// The token the admin API takes (the cluster token on master and slaves).
+    pub fn admin_token(&self) -> Option<&str> {
+        self.admin_token.as_deref()
+    }
+
+    /// SIGSTOP: the process hangs, its sockets stay open. Continued (SIGCONT) when the guard
+    /// is dropped, also when the test fails meanwhile.
+    pub fn pause(&self) -> Paused {
+        let pid = self.pid().expect("server running");
+        kill(Pid::from_raw(pid as i32), Signal::SIGSTOP).expect("SIGSTOP");
+        Paused(pid)
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.listen)
     }
@@ -245,6 +258,15 @@ impl Server {
         self.child
             .as_mut()
             .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+}
+
+/// A server stopped by [`Server::pause`]; dropping it continues the server.
+pub struct Paused(u32);
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        let _ = kill(Pid::from_raw(self.0 as i32), Signal::SIGCONT);
     }
 }
 

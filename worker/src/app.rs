@@ -83,6 +83,9 @@ pub struct Reported {
 
 /// A slave that has not reported for this long is considered gone.
 pub const SLAVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+/// ...and after this long forgotten. Until then it stays in the lag check, where a paused or
+/// partitioned slave counts as behind (`replica.unsynced`) and, when it is back, `replica.synced`.
+pub const SLAVE_FORGOTTEN: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl Cluster {
     pub fn new(token: String) -> Cluster {
@@ -101,7 +104,7 @@ impl Cluster {
         let mut slaves = self.slaves.lock().unwrap_or_else(PoisonError::into_inner);
         slaves.insert(slave.to_string(), SlaveReport { at, streams });
         // Forget slaves long gone, so a churn of pods does not grow the map forever.
-        slaves.retain(|_, r| at.saturating_duration_since(r.at) < SLAVE_TIMEOUT * 4);
+        slaves.retain(|_, r| at.saturating_duration_since(r.at) < SLAVE_FORGOTTEN);
     }
 
     /// Listeners of `stream` across live slaves, and how many slaves are live.
@@ -123,12 +126,18 @@ impl Cluster {
         (total, alive.len())
     }
 
-    /// The newest chunk each live slave reported for `stream`.
+    /// The newest chunk each slave not yet forgotten last reported for `stream`: a slave that
+    /// went silent keeps its last report, so its lag grows with the master's audio.
     pub fn tips(&self, stream: &str) -> Vec<(String, Option<u64>)> {
+        self.tips_at(stream, Instant::now())
+    }
+
+    /// [`Cluster::tips`] as seen at `now`.
+    pub fn tips_at(&self, stream: &str, now: Instant) -> Vec<(String, Option<u64>)> {
         let slaves = self.slaves.lock().unwrap_or_else(PoisonError::into_inner);
         let mut v: Vec<_> = slaves
             .iter()
-            .filter(|(_, r)| r.at.elapsed() < SLAVE_TIMEOUT)
+            .filter(|(_, r)| now.saturating_duration_since(r.at) < SLAVE_FORGOTTEN)
             .map(|(id, r)| (id.clone(), r.streams.get(stream).and_then(|s| s.last_seq)))
             .collect();
         v.sort();
@@ -178,11 +187,20 @@ impl App {
         sink: Option<Arc<dyn ChunkSink>>,
         cluster: Option<Cluster>,
     ) -> Arc<App> {
+        App::named(settings, role, sink, cluster, &crate::events::this_host())
+    }
+
+    /// [`App::new`] raising its events as `node`: a slave uses its cluster id, the name the
+    /// master's stats and `replica.*` events know it by (two slaves may share a host).
+    pub fn named(
+        settings: Settings,
+        role: Role,
+        sink: Option<Arc<dyn ChunkSink>>,
+        cluster: Option<Cluster>,
+        node: &str,
+    ) -> Arc<App> {
         let metrics = Metrics::new();
-        let events = Arc::new(Events::new(
-            &crate::events::this_host(),
-            metrics.events.clone(),
-        ));
+        let events = Arc::new(Events::new(node, metrics.events.clone()));
         Arc::new(App {
             settings,
             role,
@@ -455,13 +473,13 @@ impl App {
             if self.role.ingests() {
                 runtime.spawn(crate::source::sourceless::watch(stream.clone()));
             }
-            if self.role != Role::Slave {
-                let (app, counted) = (self.clone(), stream.clone());
-                runtime.spawn(crate::serve::audience::watch(stream.clone(), move || {
-                    app.cluster_listeners(&counted.key)
-                        .map_or_else(|| counted.listener_count(), |(n, _)| n)
-                }));
-            }
+            // Every role: a master counts the whole cluster, a slave its own listeners (its
+            // events reach the master over NATS, named by the slave).
+            let (app, counted) = (self.clone(), stream.clone());
+            runtime.spawn(crate::serve::audience::watch(stream.clone(), move || {
+                app.cluster_listeners(&counted.key)
+                    .map_or_else(|| counted.listener_count(), |(n, _)| n)
+            }));
         }
         self.streams
             .write()
@@ -638,6 +656,27 @@ mod tests {
         assert_eq!(c.totals_at("live", t0 + Duration::from_secs(20)), (7, 1));
         assert_eq!(c.totals_at("other", t0 + Duration::from_secs(20)), (0, 1));
         assert_eq!(c.totals_at("live", t0 + Duration::from_secs(40)), (0, 0));
+    }
+
+    #[test]
+    fn a_silent_slave_stays_in_the_lag_check_until_forgotten() {
+        let c = Cluster::new("t".into());
+        let t0 = Instant::now();
+        let tip = |seq| {
+            HashMap::from([(
+                "live".to_string(),
+                Reported {
+                    listeners: 0,
+                    last_seq: Some(seq),
+                },
+            )])
+        };
+        c.report_at("a", tip(7), t0);
+        // Paused past the liveness timeout: no longer counted for listeners, still behind.
+        let later = t0 + SLAVE_TIMEOUT + Duration::from_secs(5);
+        assert_eq!(c.totals_at("live", later).1, 0);
+        assert_eq!(c.tips_at("live", later), vec![("a".to_string(), Some(7))]);
+        assert!(c.tips_at("live", t0 + SLAVE_FORGOTTEN).is_empty());
     }
 
     #[tokio::test]

@@ -252,12 +252,15 @@ pub async fn slave(
     )
     .await?;
     let transport = TransportClient::new(&slave.master_url, &opts.token)?;
-    let app = App::new(
+    let app = App::named(
         settings,
         Role::Slave,
         None,
         Some(Cluster::new(opts.token.clone())),
+        &id,
     );
+    // Before anything raises an event: the master delivers them (slaves start no webhooks).
+    cluster::forward::spawn_slave(&app, bus.clone());
     let store = RedisStore::start(
         &opts.redis_url,
         &opts.redis_prefix,

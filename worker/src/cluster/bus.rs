@@ -6,7 +6,9 @@
 //! - `{prefix}.chunks.{key}`: every chunk of stream `key`, in the one chunk encoding;
 //! - `{prefix}.stats`: each slave's listener counts and buffer ranges (JSON, every 2 s);
 //! - `{prefix}.holdings`: a restarted master asks which slaves hold chunks newer than its own
-//!   (JSON request; slaves that do answer on the reply subject).
+//!   (JSON request; slaves that do answer on the reply subject);
+//! - `{prefix}.events`: every event a slave raises, for the master to deliver (JSON, the
+//!   `/api/events` form; see [`crate::cluster::forward`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -68,6 +70,10 @@ impl Subjects {
 
     pub fn holdings(&self) -> String {
         format!("{}.holdings", self.prefix)
+    }
+
+    pub fn events(&self) -> String {
+        format!("{}.events", self.prefix)
     }
 }
 
@@ -319,6 +325,7 @@ mod tests {
         assert_eq!(s.chunks("live"), "radio.prod.chunks.live");
         assert_eq!(s.stats(), "radio.prod.stats");
         assert_eq!(s.holdings(), "radio.prod.holdings");
+        assert_eq!(s.events(), "radio.prod.events");
         for bad in ["", "a..b", "a.*", "a b", "a.>", ".a"] {
             assert!(Subjects::new(bad).is_err(), "{bad}");
         }

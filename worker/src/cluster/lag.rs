@@ -4,14 +4,21 @@
 //! slave last reported. A slave that stops reporting (stopped, partitioned) keeps its last
 //! report, so its lag grows with the master's audio and it turns unsynced on its own; one
 //! silent slave never holds up the check of the others.
+//!
+//! Reports are up to [`crate::cluster::STATS_INTERVAL`] old, so a burst of audio into the master
+//! (a source faster than real time, chunks recovered at start) looks like every slave falling
+//! behind until their next report. A slave is unsynced only once its lag has stayed at or over
+//! the threshold for [`CONFIRM`], longer than a report takes to arrive.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::core::rewind::RewindBuffer;
 
 /// The original's `slave_unsynced` threshold.
 pub const UNSYNCED_AT: Duration = Duration::from_secs(10);
+/// How long the lag must stay over [`UNSYNCED_AT`]: two stats reports.
+pub const CONFIRM: Duration = Duration::from_secs(4);
 
 /// The lag of a slave whose newest chunk is `slave_seq`, against the master's `buffer`.
 pub fn lag(buffer: &RewindBuffer, slave_seq: Option<u64>) -> Duration {
@@ -40,39 +47,56 @@ pub enum Transition {
     Synced { replica: String, lag: Duration },
 }
 
-/// Which (slave, stream) pairs are unsynced now.
+/// Where a (slave, stream) pair stands, when it is not simply synced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Over the threshold since then, not yet for [`CONFIRM`].
+    Behind(Instant),
+    Unsynced,
+}
+
+/// Which (slave, stream) pairs are behind or unsynced now.
 #[derive(Debug, Default)]
 pub struct Tracker {
-    unsynced: BTreeMap<(String, String), ()>,
+    states: BTreeMap<(String, String), State>,
 }
 
 impl Tracker {
-    pub fn observe(&mut self, replica: &str, stream: &str, lag: Duration) -> Option<Transition> {
+    pub fn observe(
+        &mut self,
+        replica: &str,
+        stream: &str,
+        lag: Duration,
+        now: Instant,
+    ) -> Option<Transition> {
         let key = (replica.to_string(), stream.to_string());
-        let was = self.unsynced.contains_key(&key);
-        let is = lag >= UNSYNCED_AT;
-        match (was, is) {
-            (false, true) => {
-                self.unsynced.insert(key, ());
+        let state = self.states.get(&key).copied();
+        if lag < UNSYNCED_AT {
+            self.states.remove(&key);
+            return (state == Some(State::Unsynced)).then(|| Transition::Synced {
+                replica: replica.to_string(),
+                lag,
+            });
+        }
+        match state {
+            None => {
+                self.states.insert(key, State::Behind(now));
+                None
+            }
+            Some(State::Behind(since)) if now.saturating_duration_since(since) >= CONFIRM => {
+                self.states.insert(key, State::Unsynced);
                 Some(Transition::Unsynced {
                     replica: replica.to_string(),
                     lag,
                 })
             }
-            (true, false) => {
-                self.unsynced.remove(&key);
-                Some(Transition::Synced {
-                    replica: replica.to_string(),
-                    lag,
-                })
-            }
-            _ => None,
+            Some(_) => None,
         }
     }
 
     /// Forget a slave that is gone (or a stream that was removed): no event, it is not synced.
     pub fn forget(&mut self, keep: impl Fn(&str, &str) -> bool) {
-        self.unsynced.retain(|(r, s), _| keep(r, s));
+        self.states.retain(|(r, s), _| keep(r, s));
     }
 }
 
@@ -104,25 +128,55 @@ mod tests {
     }
 
     #[test]
-    fn unsynced_at_10s_synced_below() {
+    fn unsynced_at_10s_for_4s_synced_below() {
         let mut t = Tracker::default();
-        assert_eq!(t.observe("a", "live", Duration::from_secs(9)), None);
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let secs = Duration::from_secs;
+        assert_eq!(t.observe("a", "live", secs(9), at(0)), None);
+        // Over the threshold, but not yet for long enough.
+        assert_eq!(t.observe("a", "live", secs(10), at(1)), None);
+        assert_eq!(t.observe("a", "live", secs(12), at(4)), None);
         assert!(matches!(
-            t.observe("a", "live", Duration::from_secs(10)),
+            t.observe("a", "live", secs(13), at(5)),
             Some(Transition::Unsynced { .. })
         ));
-        assert_eq!(t.observe("a", "live", Duration::from_secs(30)), None);
+        assert_eq!(t.observe("a", "live", secs(30), at(6)), None);
         // Another slave is judged on its own.
-        assert_eq!(t.observe("b", "live", Duration::from_secs(1)), None);
+        assert_eq!(t.observe("b", "live", secs(1), at(6)), None);
         assert!(matches!(
-            t.observe("a", "live", Duration::from_secs(2)),
+            t.observe("a", "live", secs(2), at(7)),
             Some(Transition::Synced { .. })
         ));
-        t.observe("b", "live", Duration::from_secs(60));
-        t.forget(|r, _| r != "b");
+        t.observe("b", "live", secs(60), at(8));
         assert!(matches!(
-            t.observe("b", "live", Duration::from_secs(60)),
+            t.observe("b", "live", secs(60), at(12)),
             Some(Transition::Unsynced { .. })
         ));
+        t.forget(|r, _| r != "b");
+        assert_eq!(t.observe("b", "live", secs(60), at(13)), None);
+    }
+
+    #[test]
+    fn a_burst_into_the_master_is_not_a_slave_falling_behind() {
+        // The master took 10 s of audio at once; the slave's next report shows it kept up.
+        let mut t = Tracker::default();
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        assert_eq!(t.observe("a", "live", Duration::from_secs(10), at(0)), None);
+        assert_eq!(
+            t.observe("a", "live", Duration::from_secs(10), at(1000)),
+            None
+        );
+        assert_eq!(t.observe("a", "live", Duration::ZERO, at(2000)), None);
+        // And a later lag starts its own count.
+        assert_eq!(
+            t.observe("a", "live", Duration::from_secs(11), at(3000)),
+            None
+        );
+        assert_eq!(
+            t.observe("a", "live", Duration::from_secs(11), at(6000)),
+            None
+        );
     }
 }

@@ -38,6 +38,7 @@ const NATS_WAIT: Duration = Duration::from_secs(5);
 
 /// Start the master's cluster tasks on `app`.
 pub fn spawn(app: Arc<App>, configs: ConfigWatch, bus: Bus) {
+    super::forward::spawn_master(&app, bus.clone());
     app.tasks
         .spawn(apply_configs(app.clone(), configs, bus.clone()));
     app.tasks.spawn(collect_stats(app.clone(), bus));
@@ -331,8 +332,9 @@ async fn publish_cluster_metrics(app: Arc<App>) {
     }
 }
 
-/// Each live slave's lag per stream: the gauge, and `replica.unsynced`/`replica.synced` when
-/// it crosses [`lag::UNSYNCED_AT`].
+/// Each slave's lag per stream (a silent one included until forgotten): the gauge, and
+/// `replica.unsynced`/`replica.synced` when it crosses [`lag::UNSYNCED_AT`] (for
+/// [`lag::CONFIRM`]).
 fn check_replicas(
     app: &App,
     streams: &[Arc<crate::stream::Stream>],
@@ -344,6 +346,7 @@ fn check_replicas(
         return;
     };
     let mut now_shown = vec![];
+    let now = std::time::Instant::now();
     for stream in streams {
         for (replica, last_seq) in cluster.tips(&stream.key) {
             let lag = stream.buffer.read(|b| lag::lag(b, last_seq));
@@ -353,7 +356,7 @@ fn check_replicas(
             };
             gauge.get_or_create(&label).set(lag.as_secs_f64());
             now_shown.push(label);
-            let kind = match tracker.observe(&replica, &stream.key, lag) {
+            let kind = match tracker.observe(&replica, &stream.key, lag, now) {
                 Some(lag::Transition::Unsynced { replica, lag }) => {
                     warn!(stream = %stream.key, %replica, lag = ?lag, "Slave is behind the master.");
                     EventKind::ReplicaUnsynced {

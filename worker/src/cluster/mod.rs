@@ -5,6 +5,7 @@
 
 pub mod bus;
 pub mod check;
+pub mod forward;
 pub mod lag;
 pub mod master;
 pub mod repair;

@@ -283,6 +283,11 @@ impl Events {
         }
     }
 
+    /// The name this process raises its events under.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
     /// Raise an event: logged, kept for resumption, and handed to every live consumer.
     pub fn emit(&self, stream: Option<&str>, kind: EventKind) -> Arc<Event> {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
