@@ -1,4 +1,3 @@
-//! Event helpers of `tests/events_cluster.rs`.
 //! Watching a server's events: `GET /api/events` read as Server-Sent Events, and a webhook
 //! receiver on a loopback port. Both collect in the background; tests wait on what they hold.
 
