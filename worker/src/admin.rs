@@ -351,7 +351,7 @@ struct LevelsReply {
     from: String,
     to: String,
     window_ms: u32,
-    levels: Vec<crate::core::level::points::TimedPoint>,
+    levels: Vec<crate::core::level::chunks::TimedPoint>,
 }
 
 /// `GET /api/streams/{key}/levels?from=&to=`: the level of every 100 ms window in the buffer
@@ -392,7 +392,7 @@ async fn levels(
         // one window before its chunk.
         let window = i64::from(crate::core::level::WINDOW_MS) * 1000;
         let longest_chunk = 10_000_000;
-        crate::core::level::points::timed_points(
+        crate::core::level::chunks::timed_points(
             b.time_range(from - longest_chunk, to + window),
             from,
             to,

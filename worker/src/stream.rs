@@ -14,7 +14,7 @@ use crate::config::{SilenceAction, StreamSettings};
 use crate::core::chunk::{Chunk, Meta};
 use crate::core::chunker::Chunker;
 use crate::core::codec::Frame;
-use crate::core::level::points::ChunkLeveler;
+use crate::core::level::chunks::ChunkLeveler;
 use crate::core::rewind::{Inserted, RewindBuffer};
 use crate::events::{EventKind, Events, Promotion};
 use crate::metrics::{Metrics, SourceLabel, StreamMetrics};

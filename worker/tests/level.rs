@@ -141,7 +141,7 @@ fn chunk_levels(format: Format, codec_args: &[&str]) {
     use std::sync::Arc;
     use streammachine::core::chunk::{Chunk, Meta};
     use streammachine::core::chunker::Chunker;
-    use streammachine::core::level::points::{ChunkLeveler, timed_points};
+    use streammachine::core::level::chunks::{ChunkLeveler, timed_points};
 
     let bytes = encode(codec_args);
     let mut parser = Parser::new(format);

@@ -5,6 +5,7 @@
 //! [`Meter`] folds the PCM into [`Window`]s aligned on the sample clock, so a window is exactly
 //! 100 ms of content whatever the frame size; [`silence::Detector`] decides dead air from them.
 
+pub mod chunks;
 pub mod decode;
 pub mod points;
 pub mod silence;
