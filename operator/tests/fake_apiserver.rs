@@ -586,7 +586,7 @@ async fn unreachable_master_and_missing_secret_become_conditions() {
 
     // A signed webhook whose Secret does not exist yet: a condition, and the stored document
     // keeps the last good config.
-    let mut redis_conn = redis::Client::open(redis.url().as_str())
+    let redis_conn = redis::Client::open(redis.url().as_str())
         .unwrap()
         .get_multiplexed_async_connection()
         .await
