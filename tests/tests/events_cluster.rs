@@ -70,7 +70,7 @@ async fn slave_events_are_delivered_once_and_a_stopped_slave_turns_unsynced_then
     a.wait_buffer("live", 9.0, T).await;
 
     // One listener on slave A: one event for A, at the master's /api/events and its webhook.
-    let mut listener = Listener::connect(a.listen, "/live", &[]).await;
+    let listener = Listener::connect(a.listen, "/live", &[]).await;
     assert_eq!(listener.status, 200);
     let from_a = |v: &Value| is(v, "stream.listeners.changed") && v["node"] == a_id.as_str();
     let e = sse
