@@ -107,6 +107,9 @@ pub enum EventKind {
         /// Who changed it: `source`, `admin`, `relay`, `config`.
         by: String,
     },
+    /// Raised per node, debounced: on a slave its own listeners (the slave is the `node`), on
+    /// the master and standalone the total across the cluster (the master's own plus every
+    /// slave reporting).
     #[serde(rename = "stream.listeners.changed")]
     StreamListenersChanged { listeners: u64, previous: u64 },
     #[serde(rename = "replica.unsynced")]

@@ -1,5 +1,6 @@
-//! `stream.listeners.changed`: the stream's listener count (across every slave on a master),
-//! debounced so a station's webhook sees the audience move, not every connect.
+//! `stream.listeners.changed`: the stream's listener count, debounced so a station's webhook
+//! sees the audience move, not every connect. Each node counts what it knows: a slave its own
+//! listeners (its events reach the master over NATS), a master the whole cluster's.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,9 +47,8 @@ impl Debounce {
     }
 }
 
-/// Watches one stream's audience, as `count` tells it, until the stream is removed. Run on
-/// standalone and master only: a master counts the listeners its slaves report, so each change
-/// is one event per cluster.
+/// Watches one stream's audience, as `count` tells it, until the stream is removed. Runs on
+/// every role; the master's count is the cluster's total, a slave's its own.
 pub async fn watch(stream: Arc<Stream>, count: impl Fn() -> u64) {
     let mut debounce = Debounce::new(DEBOUNCE, count());
     let mut tick = tokio::time::interval(Duration::from_secs(1));
