@@ -131,7 +131,6 @@ fn run(ctx: Context, mut rx: mpsc::Receiver<Vec<Frame>>, level: &Level) {
 fn report(ctx: &Context, level: &Level, change: Change, rms_dbfs: f32) {
     let kind = match change {
         Change::Started { silent_for } => {
-            level.silent.store(true, Ordering::Release);
             ctx.silent_gauge.set(1);
             warn!(
                 silent_for = ?silent_for,
@@ -155,7 +154,12 @@ fn report(ctx: &Context, level: &Level, change: Change, rms_dbfs: f32) {
             }
         }
     };
+    let started = matches!(kind, EventKind::SourceSilenceStarted { .. });
     if let Some(events) = &ctx.events {
         events.emit(Some(&ctx.stream), kind);
+    }
+    // Raised before the flag is set: a failover the flag triggers comes after the alarm.
+    if started {
+        level.silent.store(true, Ordering::Release);
     }
 }
