@@ -684,8 +684,11 @@ impl Stream {
 
     /// The live source is in dead air (tripped and not yet cleared).
     pub fn live_silent(&self) -> bool {
-        self.with_ingest(|st, _| st.sources.first().is_some_and(|s| st.is_silent(s.id)))
-            .unwrap_or(false)
+        // A read: not through `with_ingest`, which also hands on chunks and updates gauges.
+        self.ingest.as_ref().is_some_and(|ingest| {
+            let st = ingest.state.lock().unwrap_or_else(PoisonError::into_inner);
+            st.sources.first().is_some_and(|s| st.is_silent(s.id))
+        })
     }
 
     pub fn set_source_codec(&self, id: u64, codec: &str) {
