@@ -141,10 +141,6 @@ impl Bus {
         })
     }
 
-    pub fn is_connected(&self) -> bool {
-        *self.connected.borrow()
-    }
-
     /// Wait (bounded) until connected; false on timeout.
     pub async fn wait_connected(&self, timeout: Duration) -> bool {
         let mut rx = self.connected.clone();

@@ -1,15 +1,15 @@
-//! The master and slave roles: the tasks that connect one [`App`] to the cluster. Both roles run
+//! The master and slave roles: the tasks that connect one `App` to the cluster. Both roles run
 //! the same streams, buffers, listeners and admin API as standalone; what differs is where
 //! configs come from (Redis instead of a file) and where chunks come from (a slave follows the
 //! master over NATS and the HTTP transport instead of ingesting). See `docs/cluster.md`.
 
-pub mod bus;
-pub mod check;
-pub mod forward;
-pub mod lag;
-pub mod master;
-pub mod repair;
-pub mod slave;
+pub(crate) mod bus;
+pub(crate) mod check;
+pub(crate) mod forward;
+pub(crate) mod lag;
+pub(crate) mod master;
+pub(crate) mod repair;
+pub(crate) mod slave;
 pub mod store;
 pub mod transport;
 

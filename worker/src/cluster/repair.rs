@@ -18,6 +18,7 @@ pub struct Repair {
 }
 
 impl Repair {
+    #[cfg(test)]
     pub fn holes(&self) -> &[Range] {
         &self.holes
     }

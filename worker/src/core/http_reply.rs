@@ -64,10 +64,6 @@ impl Reply {
         self
     }
 
-    pub fn status(&self) -> StatusCode {
-        self.status
-    }
-
     /// The bytes on the wire.
     pub fn encode(&self) -> Vec<u8> {
         let version = if self.http10 { "HTTP/1.0" } else { "HTTP/1.1" };

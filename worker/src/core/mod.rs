@@ -8,7 +8,7 @@ pub mod chunker;
 pub mod codec;
 pub mod dump;
 pub mod http_head;
-pub mod http_reply;
+pub(crate) mod http_reply;
 pub mod icy;
 pub mod level;
 pub mod rewind;

@@ -44,6 +44,7 @@ impl Sourceless {
         }
     }
 
+    #[cfg(test)]
     pub fn alarmed(&self) -> bool {
         self.alarmed
     }

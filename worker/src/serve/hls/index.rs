@@ -10,7 +10,7 @@
 //! * A source change (a discontinuity) inside slot `k` ends segment `k` there, so the old source's
 //!   tail is kept; the new source's audio in the rest of slot `k` starts segment `k + 1`, which
 //!   then runs to the end of slot `k + 1` (up to two slots long, which the target duration allows
-//!   for). A discontinuity within [`SLIVER_US`] of a slot start begins that slot's segment instead.
+//!   for). A discontinuity within `SLIVER_US` of a slot start begins that slot's segment instead.
 //!   Only when a source lasts less than the rest of its slot do two discontinuities compete for
 //!   one segment: the newer source owns it and the short one's frames are not in HLS.
 //! * Gap segments tile the time no audio covers: the first starts where the audio before it ends,
