@@ -28,8 +28,14 @@ use crate::core::http_reply::Reply;
 use crate::retry::Backoff;
 use crate::serve::connection::{ConnectionGuard, send};
 use crate::serve::direct;
+use crate::serve::hls;
+use crate::serve::hls::direct::After;
 use crate::serve::listen::LISTENER_SEND_BUFFER;
 use crate::source::ingest;
+
+/// How long a keep-alive connection on the direct HLS path may wait for its next request: longer
+/// than a player waits between reloads (a target duration), as nginx's default 75 s is.
+const KEEP_ALIVE_IDLE: Duration = Duration::from_secs(75);
 
 /// Accept connections until shutdown. Each connection holds a semaphore permit, so at most
 /// `max_connections` are open; beyond that new connections wait in the kernel's backlog.
@@ -69,61 +75,78 @@ async fn connection(guard: ConnectionGuard, mut sock: TcpStream, peer: SocketAdd
     let app = &guard.app().clone();
     let _ = sock.set_nodelay(true);
     let mut buf = BytesMut::new();
-    let head_len = match read_head(app, &mut sock, &mut buf).await {
-        Ok(n) => n,
-        Err(HeadRead::Closed) => return,
-        Err(HeadRead::Timeout) => {
-            debug!(%peer, "Connection sent no complete request in time; closing.");
-            if !buf.is_empty() {
-                respond(&mut sock, StatusCode::REQUEST_TIMEOUT, "Request timeout\n").await;
+    // The first request must come within the header timeout; a keep-alive connection on the
+    // direct HLS path may then idle between a player's requests.
+    let mut idle = None;
+    loop {
+        let head_len = match read_head(app, &mut sock, &mut buf, idle).await {
+            Ok(n) => n,
+            Err(HeadRead::Closed) => return,
+            Err(HeadRead::Timeout) => {
+                debug!(%peer, "Connection sent no complete request in time; closing.");
+                if !buf.is_empty() {
+                    respond(&mut sock, StatusCode::REQUEST_TIMEOUT, "Request timeout\n").await;
+                }
+                return;
             }
-            return;
+            Err(HeadRead::TooLarge) => {
+                info!(%peer, "Request head too large; refused.");
+                respond(
+                    &mut sock,
+                    StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                    "Request head too large\n",
+                )
+                .await;
+                return;
+            }
+        };
+        let head = match http_head::parse_head(&buf[..head_len]) {
+            Ok(h) => h,
+            Err(e) => {
+                info!(%peer, error = %e, "Malformed request; refused.");
+                let status = if e == HeadError::TooLarge {
+                    StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+                } else {
+                    StatusCode::BAD_REQUEST
+                };
+                respond(&mut sock, status, "Bad request\n").await;
+                return;
+            }
+        };
+        if let Some(request) = hls::direct::hls_request(&head) {
+            match hls::direct::serve(app, &mut sock, &head, request, peer).await {
+                After::KeepAlive => {
+                    buf.advance(head_len);
+                    idle = Some(KEEP_ALIVE_IDLE);
+                    continue;
+                }
+                After::Close => return,
+                After::NotServed => {}
+            }
         }
-        Err(HeadRead::TooLarge) => {
-            info!(%peer, "Request head too large; refused.");
-            respond(
-                &mut sock,
-                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                "Request head too large\n",
-            )
-            .await;
-            return;
+        match head.method.as_str() {
+            "SOURCE" | "PUT" => {
+                buf.advance(head_len);
+                // Boxed, like the HTTP path: the task of every connection is sized for its largest
+                // branch, and most connections are long-lived listeners.
+                Box::pin(ingest::handle_source(app.clone(), sock, head, buf, peer)).await;
+            }
+            "GET" if direct::is_live_listen(app, &head) => {
+                // Free the read buffer: this connection may live for hours.
+                drop(buf);
+                direct::listen_direct(guard, sock, head, peer).await;
+            }
+            _ if head.version == "ICE/1.0" => {
+                respond(
+                    &mut sock,
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "Only SOURCE uses ICE/1.0\n",
+                )
+                .await;
+            }
+            _ => Box::pin(serve_http(app, sock, buf.freeze(), peer, router)).await,
         }
-    };
-    let head = match http_head::parse_head(&buf[..head_len]) {
-        Ok(h) => h,
-        Err(e) => {
-            info!(%peer, error = %e, "Malformed request; refused.");
-            let status = if e == HeadError::TooLarge {
-                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
-            } else {
-                StatusCode::BAD_REQUEST
-            };
-            respond(&mut sock, status, "Bad request\n").await;
-            return;
-        }
-    };
-    match head.method.as_str() {
-        "SOURCE" | "PUT" => {
-            buf.advance(head_len);
-            // Boxed, like the HTTP path: the task of every connection is sized for its largest
-            // branch, and most connections are long-lived listeners.
-            Box::pin(ingest::handle_source(app.clone(), sock, head, buf, peer)).await;
-        }
-        "GET" if direct::is_live_listen(app, &head) => {
-            // Free the read buffer: this connection may live for hours.
-            drop(buf);
-            direct::listen_direct(guard, sock, head, peer).await;
-        }
-        _ if head.version == "ICE/1.0" => {
-            respond(
-                &mut sock,
-                StatusCode::METHOD_NOT_ALLOWED,
-                "Only SOURCE uses ICE/1.0\n",
-            )
-            .await;
-        }
-        _ => Box::pin(serve_http(app, sock, buf.freeze(), peer, router)).await,
+        return;
     }
 }
 
@@ -133,7 +156,31 @@ enum HeadRead {
     TooLarge,
 }
 
-async fn read_head(app: &App, sock: &mut TcpStream, buf: &mut BytesMut) -> Result<usize, HeadRead> {
+/// Read a request head into `buf`; with `idle`, first wait that long for the request to begin.
+async fn read_head(
+    app: &App,
+    sock: &mut TcpStream,
+    buf: &mut BytesMut,
+    idle: Option<Duration>,
+) -> Result<usize, HeadRead> {
+    if let Some(n) = http_head::head_len(buf) {
+        // Pipelined behind the previous request.
+        return if n > http_head::MAX_HEAD {
+            Err(HeadRead::TooLarge)
+        } else {
+            Ok(n)
+        };
+    }
+    if let Some(idle) = idle.filter(|_| buf.is_empty()) {
+        tokio::select! {
+            r = tokio::time::timeout(idle, sock.readable()) => {
+                if !matches!(r, Ok(Ok(()))) {
+                    return Err(HeadRead::Closed);
+                }
+            }
+            _ = app.shutdown.cancelled() => return Err(HeadRead::Closed),
+        }
+    }
     let read = async {
         loop {
             if buf.capacity() - buf.len() < 512 {

@@ -42,7 +42,7 @@ const SWEEP_EVERY: Duration = Duration::from_secs(5);
 #[derive(Default)]
 pub struct StreamHls {
     built: Mutex<Option<Arc<Built>>>,
-    segments: Mutex<VecDeque<CachedSegment>>,
+    segments: Mutex<VecDeque<Arc<CachedSegment>>>,
     sessions: Mutex<Option<Sessions<ListenerSlot>>>,
     sweeping: AtomicBool,
     rebuilding: AtomicBool,
@@ -50,11 +50,39 @@ pub struct StreamHls {
     rebuild: Mutex<()>,
 }
 
-struct CachedSegment {
+/// A built segment with what every response to it says, so a request formats nothing.
+pub struct CachedSegment {
     segment_len: i64,
     msn: u64,
-    body: Bytes,
-    etag: String,
+    pub body: Bytes,
+    pub etag: String,
+    /// The header lines of a `200` (after the status line and `Date`), without the blank line.
+    pub ok_head: Bytes,
+    /// The header lines of a `304`.
+    pub not_modified_head: Bytes,
+}
+
+impl CachedSegment {
+    fn new(segment_len: i64, msn: u64, body: Bytes, etag: String, content_type: &str) -> Self {
+        let common = format!(
+            "Server: StreamMachine\r\nContent-Type: {content_type}\r\n\
+             Cache-Control: {SEGMENT_CACHE_CONTROL}\r\nETag: {etag}\r\n\
+             Access-Control-Allow-Origin: *\r\n"
+        );
+        CachedSegment {
+            ok_head: format!("{common}Content-Length: {}\r\n", body.len()).into(),
+            not_modified_head: common.into(),
+            segment_len,
+            msn,
+            body,
+            etag,
+        }
+    }
+
+    #[cfg(test)]
+    pub fn for_tests(body: Bytes, etag: &str, content_type: &str) -> Self {
+        CachedSegment::new(0, 0, body, etag.into(), content_type)
+    }
 }
 
 /// An index with everything derived from it, valid while the buffer's [`IndexKey`] holds.
@@ -190,8 +218,12 @@ fn playback_session(headers: &HeaderMap) -> Option<&str> {
 }
 
 fn not_modified(headers: &HeaderMap, etag: &str) -> bool {
-    header_str(headers, "if-none-match")
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
+    etag_matches(header_str(headers, "if-none-match"), etag)
+}
+
+/// Whether an `If-None-Match` value names `etag`.
+pub(super) fn etag_matches(if_none_match: Option<&str>, etag: &str) -> bool {
+    if_none_match.is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
 }
 
 /// `GET /<stream>.m3u8[?window=S][&at=T][&_HLS_skip=YES][&session_id=X]`.
@@ -286,18 +318,19 @@ pub async fn segment_route(
     else {
         return text(StatusCode::NOT_FOUND, "Segment not found.\n");
     };
-    let Some((body, etag)) = segment_body(&stream, msn) else {
+    let Some(seg) = segment_body(&stream, msn) else {
         return text(StatusCode::NOT_FOUND, "Segment not found.\n");
     };
     let session = session_key(&headers, query.as_deref(), peer);
     if let Err(full) = touch_session(&app, &stream, &session) {
         return text(StatusCode::SERVICE_UNAVAILABLE, &format!("{full}\n"));
     }
-    let mut r = if not_modified(&headers, &etag) {
+    let etag = &seg.etag;
+    let mut r = if not_modified(&headers, etag) {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
-        stream.metrics.sent_bytes.inc_by(body.len() as u64);
-        body.into_response()
+        stream.metrics.sent_bytes.inc_by(seg.body.len() as u64);
+        seg.body.clone().into_response()
     };
     let h = r.headers_mut();
     h.insert(
@@ -308,20 +341,20 @@ pub async fn segment_route(
         header::CACHE_CONTROL,
         HeaderValue::from_static(SEGMENT_CACHE_CONTROL),
     );
-    if let Ok(v) = HeaderValue::from_str(&etag) {
+    if let Ok(v) = HeaderValue::from_str(etag) {
         h.insert(header::ETAG, v);
     }
     r
 }
 
-/// A segment's body and ETag, from the cache or built from the buffer.
-pub fn segment_body(stream: &Arc<Stream>, msn: u64) -> Option<(Bytes, String)> {
+/// A segment, from the cache or built from the buffer.
+pub fn segment_body(stream: &Arc<Stream>, msn: u64) -> Option<Arc<CachedSegment>> {
     let l = segment_len_us(stream.settings().hls_segment);
     if let Some(c) = lock(&stream.hls.segments)
         .iter()
         .find(|c| c.msn == msn && c.segment_len == l)
     {
-        return Some((c.body.clone(), c.etag.clone()));
+        return Some(c.clone());
     }
     let mut b = built(stream)?;
     if b.index.get(msn).is_none() {
@@ -341,25 +374,43 @@ pub fn segment_body(stream: &Arc<Stream>, msn: u64) -> Option<(Bytes, String)> {
         }
     };
     let etag = segment::etag(seg, span);
+    let built = Arc::new(CachedSegment::new(
+        l,
+        msn,
+        body,
+        etag,
+        stream.settings().format.content_type(),
+    ));
     let mut cache = lock(&stream.hls.segments);
-    if !cache.iter().any(|c| c.msn == msn && c.segment_len == l) {
-        if cache.len() >= SEGMENT_CACHE {
-            cache.pop_front();
-        }
-        cache.push_back(CachedSegment {
-            segment_len: l,
-            msn,
-            body: body.clone(),
-            etag: etag.clone(),
-        });
+    if let Some(c) = cache.iter().find(|c| c.msn == msn && c.segment_len == l) {
+        return Some(c.clone());
     }
-    Some((body, etag))
+    if cache.len() >= SEGMENT_CACHE {
+        cache.pop_front();
+    }
+    cache.push_back(built.clone());
+    Some(built)
 }
 
 /// Who is asking: the player's session id, the one carried in the URI, or (for players that send
 /// neither) the client address and user agent.
 fn session_key(headers: &HeaderMap, query: Option<&str>, peer: SocketAddr) -> String {
-    if let Some(id) = playback_session(headers) {
+    session_key_of(
+        playback_session(headers),
+        query,
+        header_str(headers, "user-agent"),
+        peer,
+    )
+}
+
+/// [`session_key`] from the pieces; `playback` is a valid `X-Playback-Session-Id`.
+pub(super) fn session_key_of(
+    playback: Option<&str>,
+    query: Option<&str>,
+    user_agent: Option<&str>,
+    peer: SocketAddr,
+) -> String {
+    if let Some(id) = playback {
         return id.to_string();
     }
     if let Some(id) = query.and_then(|q| {
@@ -369,11 +420,7 @@ fn session_key(headers: &HeaderMap, query: Option<&str>, peer: SocketAddr) -> St
     }) {
         return id;
     }
-    format!(
-        "{}|{}",
-        peer.ip(),
-        header_str(headers, "user-agent").unwrap_or("")
-    )
+    format!("{}|{}", peer.ip(), user_agent.unwrap_or(""))
 }
 
 fn session_idle(stream: &Stream) -> Duration {
@@ -382,7 +429,11 @@ fn session_idle(stream: &Stream) -> Duration {
 }
 
 /// Count a segment request: a new session takes a listener slot (and may be refused by a limit).
-fn touch_session(app: &Arc<App>, stream: &Arc<Stream>, key: &str) -> Result<(), crate::app::Full> {
+pub(super) fn touch_session(
+    app: &Arc<App>,
+    stream: &Arc<Stream>,
+    key: &str,
+) -> Result<(), crate::app::Full> {
     let idle = session_idle(stream);
     let mut guard = lock(&stream.hls.sessions);
     let sessions = guard.get_or_insert_with(|| Sessions::new(idle));
