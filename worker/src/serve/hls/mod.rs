@@ -12,6 +12,7 @@
 //! URIs: `/<stream>.m3u8`, `/<stream>/seg/<msn>.<mp3|aac>`, `/sg/<group>.m3u8`.
 
 pub mod codecs;
+pub mod compress;
 pub mod id3;
 pub mod index;
 pub mod playlist;
