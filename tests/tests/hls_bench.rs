@@ -188,6 +188,13 @@ fn playlist_compression_sizes_and_cost() {
             }),
         ),
         (
+            "delta (whole 4 h)",
+            body(PlaylistQuery {
+                skip: true,
+                ..Default::default()
+            }),
+        ),
+        (
             "full 4 h with session ids",
             r.assemble(
                 &r.view(&PlaylistQuery::default()).unwrap(),
