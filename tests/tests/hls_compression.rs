@@ -1,7 +1,7 @@
-//! Compressed playlists and the default live window, end to end: gzip bodies decompress to
-//! exactly the plain ones (live window, whole buffer, their delta updates, per-request ones),
-//! `Vary` and both representations' ETags are right, a client that accepts no encoding gets
-//! plain text; the plain playlist lists the live window while `?window=` and `?at=` reach the
+//! Compressed playlists and the default live window, end to end: gzip and brotli bodies
+//! decompress to exactly the plain ones (live window, whole buffer, their delta updates; gzip for
+//! per-request ones), `Vary` and each representation's ETag are right, a client that accepts no
+//! encoding gets plain text; the plain playlist lists the live window while `?window=` and `?at=` reach the
 //! rest of a long buffer.
 
 use std::io::Read as _;
@@ -44,11 +44,17 @@ async fn get(server: &Server, path: &str, headers: &[(&str, &str)]) -> Got {
     }
 }
 
-fn gunzip(body: &[u8]) -> Vec<u8> {
+fn decode(encoding: &str, body: &[u8]) -> Vec<u8> {
     let mut out = vec![];
-    flate2::read::GzDecoder::new(body)
-        .read_to_end(&mut out)
-        .expect("a gzip body");
+    match encoding {
+        "gzip" => flate2::read::GzDecoder::new(body)
+            .read_to_end(&mut out)
+            .expect("a gzip body"),
+        "br" => brotli::Decompressor::new(body, 4096)
+            .read_to_end(&mut out)
+            .expect("a brotli body"),
+        other => panic!("unexpected encoding {other}"),
+    };
     out
 }
 
@@ -75,7 +81,7 @@ fn config(dir: &std::path::Path, yaml: &str) -> String {
 }
 
 #[tokio::test]
-async fn gzip_playlists_decompress_to_the_plain_ones_with_vary_and_etags() {
+async fn gzip_and_brotli_playlists_decompress_to_the_plain_ones_with_vary_and_etags() {
     let dir = temp_dir();
     // A live window longer than CAN-SKIP-UNTIL (6 target durations, 78 s), so its delta update
     // skips something.
@@ -94,7 +100,7 @@ async fn gzip_playlists_decompress_to_the_plain_ones_with_vary_and_etags() {
         .wait_settled("live", Duration::from_millis(500), T)
         .await;
 
-    let gzip = [("accept-encoding", "gzip, deflate, br")];
+    let gzip = [("accept-encoding", "gzip")];
     let cached = [
         "/live.m3u8",
         "/live.m3u8?_HLS_skip=YES",
@@ -103,48 +109,56 @@ async fn gzip_playlists_decompress_to_the_plain_ones_with_vary_and_etags() {
     ];
     let mut bodies = vec![];
     for path in cached {
-        // Both representations of the same playlist version: the gzip ETag is the plain one
-        // with `-gz` (fetched until they agree, in case a segment boundary passed between).
-        let (plain, gz) = eventually(&format!("{path} at one version"), T, || async {
-            let plain = get(&server, path, &[]).await;
-            let gz = get(&server, path, &gzip).await;
-            let base = gz.header("etag")?.replace("-gz\"", "\"");
-            (plain.header("etag") == Some(base.as_str())).then_some((plain, gz))
-        })
-        .await;
-        assert_eq!((plain.status, gz.status), (200, 200), "{path}");
-        assert_eq!(plain.header("content-encoding"), None, "{path}");
-        assert_eq!(gz.header("content-encoding"), Some("gzip"), "{path}");
-        for r in [&plain, &gz] {
-            assert_eq!(r.header("vary"), Some("Accept-Encoding"), "{path}");
-            assert_eq!(
-                r.header("content-type"),
-                Some("application/vnd.apple.mpegurl")
+        // Browsers accept both and get brotli; a client that names only gzip gets gzip.
+        for (accept, encoding, suffix) in
+            [("gzip", "gzip", "-gz"), ("gzip, deflate, br", "br", "-br")]
+        {
+            // Both representations of the same playlist version: the encoded one's ETag is the
+            // plain one with a suffix (fetched until they agree, in case a segment boundary
+            // passed between).
+            let (plain, enc) = eventually(&format!("{path} at one version"), T, || async {
+                let plain = get(&server, path, &[]).await;
+                let enc = get(&server, path, &[("accept-encoding", accept)]).await;
+                let base = enc.header("etag")?.replace(&format!("{suffix}\""), "\"");
+                (plain.header("etag") == Some(base.as_str())).then_some((plain, enc))
+            })
+            .await;
+            assert_eq!((plain.status, enc.status), (200, 200), "{path}");
+            assert_eq!(plain.header("content-encoding"), None, "{path}");
+            assert_eq!(enc.header("content-encoding"), Some(encoding), "{path}");
+            for r in [&plain, &enc] {
+                assert_eq!(r.header("vary"), Some("Accept-Encoding"), "{path}");
+                assert_eq!(
+                    r.header("content-type"),
+                    Some("application/vnd.apple.mpegurl")
+                );
+            }
+            assert!(plain.text().starts_with("#EXTM3U\n"), "{path}");
+            assert!(enc.body.len() < plain.body.len(), "{path}: not smaller");
+            assert!(
+                decode(encoding, &enc.body) == plain.body,
+                "{path}: the {encoding} body is not the plain one"
             );
+            let (etag, enc_etag) = (plain.header("etag").unwrap(), enc.header("etag").unwrap());
+            assert_ne!(etag, enc_etag);
+            // Each representation's ETag answers a conditional request for it, with Vary and
+            // the ETag; the other representation's ETag does not.
+            for (accept, tag, other) in [(None, etag, enc_etag), (Some(accept), enc_etag, etag)] {
+                let mut h = vec![("if-none-match", tag)];
+                h.extend(accept.map(|a| ("accept-encoding", a)));
+                let r = get(&server, path, &h).await;
+                assert_eq!(r.status, 304, "{path} {h:?}");
+                assert_eq!(r.header("etag"), Some(tag), "{path}");
+                assert_eq!(r.header("vary"), Some("Accept-Encoding"), "{path}");
+                assert!(r.body.is_empty());
+                let mut h = vec![("if-none-match", other)];
+                h.extend(accept.map(|a| ("accept-encoding", a)));
+                assert_eq!(get(&server, path, &h).await.status, 200, "{path} {h:?}");
+            }
+            if encoding == "gzip" {
+                bodies.push(plain.text());
+            }
         }
-        assert!(plain.text().starts_with("#EXTM3U\n"), "{path}");
-        assert!(gz.body.len() < plain.body.len(), "{path}: not smaller");
-        assert!(
-            gunzip(&gz.body) == plain.body,
-            "{path}: the gzip body is not the plain one"
-        );
-        let (etag, gz_etag) = (plain.header("etag").unwrap(), gz.header("etag").unwrap());
-        assert_ne!(etag, gz_etag);
-        // Each representation's ETag answers a conditional request for it, with Vary and the
-        // ETag; the other representation's ETag does not.
-        for (accept, tag, other) in [(None, etag, gz_etag), (Some("gzip"), gz_etag, etag)] {
-            let mut h = vec![("if-none-match", tag)];
-            h.extend(accept.map(|a| ("accept-encoding", a)));
-            let r = get(&server, path, &h).await;
-            assert_eq!(r.status, 304, "{path} {h:?}");
-            assert_eq!(r.header("etag"), Some(tag), "{path}");
-            assert_eq!(r.header("vary"), Some("Accept-Encoding"), "{path}");
-            assert!(r.body.is_empty());
-            let mut h = vec![("if-none-match", other)];
-            h.extend(accept.map(|a| ("accept-encoding", a)));
-            assert_eq!(get(&server, path, &h).await.status, 200, "{path} {h:?}");
-        }
-        bodies.push(plain.text());
     }
     // The live window lists about two minutes, the whole buffer all four; the delta updates
     // are shorter than what they update.
@@ -161,7 +175,9 @@ async fn gzip_playlists_decompress_to_the_plain_ones_with_vary_and_etags() {
         assert!(delta.len() < of.len());
     }
 
-    // Assembled per request (a start time, a session id in every URI): gzipped too, no ETag.
+    // Assembled per request (a start time, a session id in every URI): gzip (also for a client
+    // that prefers brotli), no ETag.
+    let gzip = [("accept-encoding", "gzip, deflate, br")];
     let at = streammachine::time::rfc3339(first_pdt(whole) + 60_000_000).replace('+', "%2B");
     for path in [
         format!("/live.m3u8?at={at}"),
@@ -174,18 +190,26 @@ async fn gzip_playlists_decompress_to_the_plain_ones_with_vary_and_etags() {
         assert_eq!(gz.header("content-encoding"), Some("gzip"), "{path}");
         assert_eq!(gz.header("vary"), Some("Accept-Encoding"));
         assert_eq!(plain.header("vary"), Some("Accept-Encoding"));
-        assert!(gunzip(&gz.body) == plain.body, "{path}");
+        assert!(decode("gzip", &gz.body) == plain.body, "{path}");
     }
 
-    // Refusing gzip, or naming only encodings we do not produce, gets plain text.
-    for ae in ["gzip;q=0", "br", "identity", "*;q=0"] {
+    // Refusing both, or naming only encodings we do not produce, gets plain text.
+    for ae in [
+        "gzip;q=0",
+        "deflate",
+        "identity",
+        "*;q=0",
+        "gzip;q=0, br;q=0",
+    ] {
         let r = get(&server, "/live.m3u8", &[("accept-encoding", ae)]).await;
         assert_eq!(r.status, 200);
         assert_eq!(r.header("content-encoding"), None, "{ae}");
         assert_eq!(r.text(), *live, "{ae}");
     }
-    // `*` stands for gzip.
+    // `*` stands for both; brotli for a cached playlist.
     let r = get(&server, "/live.m3u8", &[("accept-encoding", "*")]).await;
+    assert_eq!(r.header("content-encoding"), Some("br"));
+    let r = get(&server, "/live.m3u8", &[("accept-encoding", "*, br;q=0")]).await;
     assert_eq!(r.header("content-encoding"), Some("gzip"));
     // Segments are audio: never compressed.
     let uri = live.lines().find(|l| l.ends_with(".mp3")).unwrap();

@@ -78,6 +78,8 @@ struct CachedPlaylist {
     /// `None` if compression failed: such a request gets the plain body.
     gzip: Option<Bytes>,
     gzip_etag: String,
+    br: Option<Bytes>,
+    br_etag: String,
 }
 
 impl CachedPlaylist {
@@ -87,7 +89,9 @@ impl CachedPlaylist {
         CachedPlaylist {
             view,
             gzip: compress::gzip_at(&plain, compress::CACHED_LEVEL),
-            gzip_etag: compress::gzip_etag(&etag),
+            gzip_etag: compress::encoded_etag(&etag, Encoding::Gzip),
+            br: compress::brotli(&plain),
+            br_etag: compress::encoded_etag(&etag, Encoding::Brotli),
             plain,
             etag,
         }
@@ -249,7 +253,7 @@ pub fn media_playlist(app: &Arc<App>, key: &str, query: &str, headers: &HeaderMa
     let Some(view) = b.rendered.view(&q) else {
         return not_on_air();
     };
-    let encoding = compress::negotiate(
+    let accepted = compress::negotiate(
         headers
             .get_all(header::ACCEPT_ENCODING)
             .iter()
@@ -259,23 +263,26 @@ pub fn media_playlist(app: &Arc<App>, key: &str, query: &str, headers: &HeaderMa
         None => b.cached.iter().find(|c| c.view == view),
         Some(_) => None,
     };
-    let (body, etag, gzipped) = match (cached, encoding) {
-        (Some(c), Encoding::Gzip) if c.gzip.is_some() => (
-            c.gzip.clone().unwrap_or_default(),
-            Some(c.gzip_etag.as_str()),
-            true,
-        ),
-        (Some(c), _) => (c.plain.clone(), Some(c.etag.as_str()), false),
-        (None, encoding) => {
+    let (body, etag, encoding) = match cached {
+        Some(c) => match (accepted.choose(c.br.is_some()), &c.gzip, &c.br) {
+            (Encoding::Brotli, _, Some(br)) => {
+                (br.clone(), Some(c.br_etag.as_str()), Encoding::Brotli)
+            }
+            (Encoding::Gzip, Some(gz), _) => {
+                (gz.clone(), Some(c.gzip_etag.as_str()), Encoding::Gzip)
+            }
+            _ => (c.plain.clone(), Some(c.etag.as_str()), Encoding::Identity),
+        },
+        None => {
             let plain = b.rendered.assemble(&view, suffix.as_deref());
-            // Assembled for this request alone: compressed at the fastest level, which costs
-            // less than sending the bytes it saves (docs/hls.md).
-            let gz = (encoding == Encoding::Gzip)
+            // Assembled for this request alone: gzip at the fastest level costs less than
+            // sending the bytes it saves; brotli would cost ten times more (docs/hls.md).
+            let gz = (accepted.choose(false) == Encoding::Gzip)
                 .then(|| compress::gzip_at(&plain, compress::PER_REQUEST_LEVEL))
                 .flatten();
             match gz {
-                Some(gz) => (gz, None, true),
-                None => (plain, None, false),
+                Some(gz) => (gz, None, Encoding::Gzip),
+                None => (plain, None, Encoding::Identity),
             }
         }
     };
@@ -291,14 +298,14 @@ pub fn media_playlist(app: &Arc<App>, key: &str, query: &str, headers: &HeaderMa
         return playlist_headers(
             StatusCode::NOT_MODIFIED.into_response(),
             etag_header(etag),
-            false,
+            Encoding::Identity,
             false,
         );
     }
     playlist_headers(
         body.into_response(),
         etag.and_then(etag_header),
-        gzipped,
+        encoding,
         view.clamped,
     )
 }
@@ -310,7 +317,7 @@ fn etag_header(etag: &str) -> Option<HeaderValue> {
 fn playlist_headers(
     mut r: Response,
     etag: Option<HeaderValue>,
-    gzipped: bool,
+    encoding: Encoding,
     clamped: bool,
 ) -> Response {
     let h = r.headers_mut();
@@ -323,8 +330,8 @@ fn playlist_headers(
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=1"));
     // The same URL has a plain and a gzip representation: caches must key on the header.
     h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
-    if gzipped {
-        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    if let Some(e) = encoding.header() {
+        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static(e));
     }
     if let Some(e) = etag {
         h.insert(header::ETAG, e);
