@@ -157,14 +157,14 @@ fn write_four_hour_dump() {
     println!("wrote {} chunks, {} MB", chunks.len(), bytes / 1_000_000);
 }
 
-/// Sizes of the four-hour playlist, a one-hour window and a delta update, plain and gzipped at
-/// a few levels, and what gzip costs per body (the cached ones are compressed once per playlist
+/// Sizes of the four-hour playlist, a one-hour window and a delta update, plain, gzipped at a
+/// few levels and in brotli, and what each costs per body (the cached ones are compressed once per playlist
 /// version; the per-request ones would be compressed per request). `HLS_BENCH_PLAYLIST=path`
 /// also writes the four-hour playlist there (to try other compressors on it).
 #[test]
 #[ignore = "benchmark: run by bench/hls.sh"]
 fn playlist_compression_sizes_and_cost() {
-    use streammachine::serve::hls::compress::gzip_at;
+    use streammachine::serve::hls::compress::{BROTLI_QUALITY, brotli, gzip_at};
     let stream = stream_with(station(4));
     let b = built(&stream).expect("segments");
     let r = &b.rendered;
@@ -219,6 +219,15 @@ fn playlist_compression_sizes_and_cost() {
                 100.0 * gz.len() as f64 / plain.len() as f64
             );
         }
+        let br = brotli(plain).unwrap();
+        let cost = per_op(if plain.len() > 100_000 { 20 } else { 200 }, || {
+            std::hint::black_box(brotli(plain));
+        });
+        line += &format!(
+            ", br q{BROTLI_QUALITY} {} B ({:.1} %) in {cost:?}",
+            br.len(),
+            100.0 * br.len() as f64 / plain.len() as f64
+        );
         println!("{line}");
     }
 }

@@ -100,7 +100,6 @@ async fn gzip_and_brotli_playlists_decompress_to_the_plain_ones_with_vary_and_et
         .wait_settled("live", Duration::from_millis(500), T)
         .await;
 
-    let gzip = [("accept-encoding", "gzip")];
     let cached = [
         "/live.m3u8",
         "/live.m3u8?_HLS_skip=YES",
