@@ -254,10 +254,9 @@ impl Rendered {
         let mut skipped = 0;
         if q.skip {
             let until = self.skip_until();
-            skipped = self.offsets[from..n]
-                .iter()
-                .take_while(|&&o| end - o > until)
-                .count();
+            // Offsets grow, so the skipped ones are a prefix: found by bisection, as every request
+            // (cached ones too) computes its view.
+            skipped = self.offsets[from..n].partition_point(|&o| end - o > until);
         }
         Some(View {
             from,
