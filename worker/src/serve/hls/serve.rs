@@ -63,14 +63,14 @@ pub struct Built {
     key: IndexKey,
     pub index: Index,
     pub rendered: Rendered,
-    /// The playlists most requests get, with their gzip forms: the live window and its delta
+    /// The playlists most requests get, with their gzip and brotli forms: the live window and its delta
     /// update, the whole buffer (`?window=` longer than it) and its delta update. A request
     /// whose view is one of these gets its bytes.
     cached: Vec<CachedPlaylist>,
     pub bandwidth: Option<(u64, u64)>,
 }
 
-/// One playlist built once per index, in both representations.
+/// One playlist built once per index, in each representation (plain, gzip, brotli).
 struct CachedPlaylist {
     view: View,
     plain: Bytes,
