@@ -42,7 +42,9 @@ STREAMMACHINE_SOURCE_PASSWORD=bench "$TARGET/release/streammachine" standalone \
   --dump-dir "$WORK/dump" --log-format json >"$WORK/sm.log" 2>&1 &
 PIDS+=($!)
 SM=http://127.0.0.1:$SM_PORT
-for _ in $(seq 100); do curl -sf "$SM/live.m3u8" -o "$WORK/www/live.m3u8" && break; sleep 0.2; done
+# The whole four-hour buffer: the plain URL lists only the live window (hls_live_window, 1 h).
+FULL="live.m3u8?window=14400"
+for _ in $(seq 100); do curl -sf "$SM/$FULL" -o "$WORK/www/live.m3u8" && break; sleep 0.2; done
 [ -s "$WORK/www/live.m3u8" ] || { echo "streammachine did not serve the playlist" >&2; cat "$WORK/sm.log" >&2; exit 1; }
 SEG=$(grep -v '^#' "$WORK/www/live.m3u8" | tail -n 3 | head -n 1)
 curl -sf "$SM/$SEG" -o "$WORK/www/$SEG"
@@ -86,7 +88,8 @@ run() { # name url
 echo "== wrk: $THREADS threads, $CONNECTIONS connections, $DURATION each"
 run "segment, streammachine" "$SM/$SEG"
 run "segment, nginx (static file)" "$NG/$SEG"
-run "4 h playlist, streammachine" "$SM/live.m3u8"
+run "4 h playlist, streammachine" "$SM/$FULL"
 run "4 h playlist, nginx (static file)" "$NG/live.m3u8"
-run "4 h playlist delta (_HLS_skip), streammachine" "$SM/live.m3u8?_HLS_skip=YES"
-run "4 h playlist with session id, streammachine" "$SM/live.m3u8?session_id=bench"
+run "4 h playlist delta (_HLS_skip), streammachine" "$SM/$FULL&_HLS_skip=YES"
+run "4 h playlist with session id, streammachine" "$SM/$FULL&session_id=bench"
+run "1 h live window (plain URL), streammachine" "$SM/live.m3u8"

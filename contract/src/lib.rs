@@ -218,6 +218,10 @@ pub struct StreamConfig {
     pub group: Option<String>,
     #[serde(default, with = "duration", skip_serializing_if = "Option::is_none")]
     pub hls_segment: Option<std::time::Duration>,
+    /// What the plain media playlist (and its delta updates) lists: this much of the newest
+    /// audio. `?window=` and `?at=` still reach the whole buffer.
+    #[serde(default, with = "duration", skip_serializing_if = "Option::is_none")]
+    pub hls_live_window: Option<std::time::Duration>,
     /// Dead-air detection and what to do about it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub silence: Option<SilenceConfig>,
@@ -305,6 +309,7 @@ impl fmt::Debug for StreamConfig {
             .field("fallback", &self.fallback)
             .field("group", &self.group)
             .field("hls_segment", &self.hls_segment)
+            .field("hls_live_window", &self.hls_live_window)
             .field("silence", &self.silence)
             .field("monitored", &self.monitored)
             .field("webhooks", &self.webhooks)

@@ -130,6 +130,8 @@ impl StreamConfig {
             fallback: spec.fallback.clone(),
             group: spec.group.clone(),
             hls_segment: Some(Duration::from_secs(spec.outputs.hls_segment_seconds.into())),
+            // Not in the Stream resource (yet): slaves use their server-wide `hls_live_window`.
+            hls_live_window: None,
             silence: valid.silence.clone(),
             monitored: spec.monitored,
             webhooks,

@@ -3,6 +3,9 @@
 //
 //   node play.mjs '{"urls": ["http://127.0.0.1:8000/live.m3u8"], "seconds": 20, "screenshots": "dir"}'
 //
+// A URL may be `{"url": ..., "seek": S}`: once playing, seek to S seconds after the start of the
+// seekable range (a listener rewinding). `"name"` prefixes the screenshots (default `hls`).
+//
 // The page and hls.js are served from a small HTTP server on loopback started here; the stream
 // server answers with CORS headers.
 import http from 'node:http';
@@ -22,7 +25,9 @@ const page = `<!doctype html>
 <body><h1>StreamMachine HLS test</h1><audio id="audio" controls></audio><div id="state"></div>
 <script src="/hls.js"></script>
 <script>
-  const src = new URLSearchParams(location.search).get('src');
+  const params = new URLSearchParams(location.search);
+  const src = params.get('src');
+  const seek = params.has('seek') ? Number(params.get('seek')) : null;
   const audio = document.getElementById('audio');
   const report = window.report = { fatal: [], errors: [], titles: [], levels: 0, started: false };
   const show = () => document.getElementById('state').textContent =
@@ -37,6 +42,17 @@ const page = `<!doctype html>
     report.levels = d.levels.length;
     audio.play().then(() => { report.started = true; }, e => report.fatal.push('play:' + e));
   });
+  // Seek once playback has begun; what the seekable range was then goes into the report.
+  report.seek = null;
+  window.edge = () => audio.seekable.length ? audio.seekable.end(audio.seekable.length - 1) : 0;
+  if (seek !== null) {
+    audio.addEventListener('timeupdate', () => {
+      if (report.seek || audio.seekable.length === 0 || audio.currentTime <= 0) return;
+      const start = audio.seekable.start(0);
+      report.seek = { from: audio.currentTime, to: start + seek, start, end: window.edge() };
+      audio.currentTime = start + seek;
+    });
+  }
   report.id3 = 0;
   hls.on(Hls.Events.FRAG_PARSING_METADATA, (_, d) => { report.id3 += d.samples.length; });
   audio.textTracks.addEventListener('addtrack', e => {
@@ -79,23 +95,31 @@ const browser = await chromium.launch({
 });
 const results = [];
 try {
-  for (const [i, url] of (config.urls ?? []).entries()) {
+  for (const [i, entry] of (config.urls ?? []).entries()) {
+    const { url, seek } = typeof entry === 'string' ? { url: entry } : entry;
     const tab = await browser.newPage();
     const console_errors = [];
     tab.on('pageerror', e => console_errors.push(String(e)));
-    await tab.goto(`${origin}/?src=${encodeURIComponent(url)}`);
+    const query = `src=${encodeURIComponent(url)}` + (seek === undefined ? '' : `&seek=${seek}`);
+    await tab.goto(`${origin}/?${query}`);
+    // currentTime each second, and the live edge (end of the seekable range) at that moment.
     const samples = [];
+    const edges = [];
     const t0 = Date.now();
     while (Date.now() - t0 < seconds * 1000) {
       await tab.waitForTimeout(1000);
-      samples.push(await tab.evaluate(() => document.getElementById('audio').currentTime));
+      const [t, edge] = await tab.evaluate(
+        () => [document.getElementById('audio').currentTime, window.edge()]);
+      samples.push(t);
+      edges.push(edge);
     }
     const report = await tab.evaluate(() => window.report);
     if (config.screenshots) {
       fs.mkdirSync(config.screenshots, { recursive: true });
-      await tab.screenshot({ path: path.join(config.screenshots, `hls-${i}.png`) });
+      const name = config.name ?? 'hls';
+      await tab.screenshot({ path: path.join(config.screenshots, `${name}-${i}.png`) });
     }
-    results.push({ url, samples, pageErrors: console_errors, ...report });
+    results.push({ url, samples, edges, pageErrors: console_errors, ...report });
     await tab.close();
   }
 } finally {

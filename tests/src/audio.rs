@@ -4,6 +4,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use streammachine::core::chunk::{Chunk, Meta};
+use streammachine::core::chunker::Chunker;
 use streammachine::core::codec::{Format, frames_of};
 
 use crate::require;
@@ -270,4 +274,38 @@ pub fn decode(bytes: &[u8], format: Format) -> (f64, String) {
         .map(|f| f64::from(f.header.samples()) / f64::from(f.header.sample_rate()))
         .sum();
     (secs, errors)
+}
+
+/// A buffer of `seconds` of real audio ending at content time `end` (µs): the frames of `file`
+/// over and over, in 500 ms chunks titled `title`. For restoring a long buffer from a dump
+/// without encoding (or waiting for) that much audio.
+pub fn looped_chunks(
+    file: &Path,
+    format: Format,
+    seconds: u64,
+    end: i64,
+    title: &str,
+) -> Vec<Chunk> {
+    let data = std::fs::read(file).expect("read fixture");
+    let frames = frames_of(format, &data);
+    assert!(!frames.is_empty(), "no frames in {}", file.display());
+    let rate = u64::from(frames[0].header.sample_rate());
+    let want = seconds * rate;
+    let start = end - (seconds * 1_000_000) as i64;
+    let meta = Arc::new(Meta {
+        title: title.into(),
+        url: String::new(),
+    });
+    let mut chunker = Chunker::new(Duration::from_millis(500), 1, None, meta);
+    let mut out = vec![];
+    let mut samples = 0;
+    for f in frames.iter().cycle() {
+        if samples >= want {
+            break;
+        }
+        chunker.push(f, start, &mut out);
+        samples += u64::from(f.header.samples());
+    }
+    chunker.flush(&mut out);
+    out
 }

@@ -156,3 +156,78 @@ fn write_four_hour_dump() {
         streammachine::core::dump::write_file(std::path::Path::new(&dir), "live", &chunks).unwrap();
     println!("wrote {} chunks, {} MB", chunks.len(), bytes / 1_000_000);
 }
+
+/// Sizes of the four-hour playlist, a one-hour window and a delta update, plain, gzipped at a
+/// few levels and in brotli, and what each costs per body (the cached ones are compressed once per playlist
+/// version; the per-request ones would be compressed per request). `HLS_BENCH_PLAYLIST=path`
+/// also writes the four-hour playlist there (to try other compressors on it).
+#[test]
+#[ignore = "benchmark: run by bench/hls.sh"]
+fn playlist_compression_sizes_and_cost() {
+    use streammachine::serve::hls::compress::{BROTLI_QUALITY, brotli, gzip_at};
+    let stream = stream_with(station(4));
+    let b = built(&stream).expect("segments");
+    let r = &b.rendered;
+    let body = |q: PlaylistQuery| r.assemble(&r.view(&q).unwrap(), None);
+    let hour = Some(Duration::from_secs(3600));
+    let bodies = [
+        ("full 4 h", body(PlaylistQuery::default())),
+        (
+            "1 h window",
+            body(PlaylistQuery {
+                window: hour,
+                ..Default::default()
+            }),
+        ),
+        (
+            "delta (1 h window)",
+            body(PlaylistQuery {
+                window: hour,
+                skip: true,
+                ..Default::default()
+            }),
+        ),
+        (
+            "delta (whole 4 h)",
+            body(PlaylistQuery {
+                skip: true,
+                ..Default::default()
+            }),
+        ),
+        (
+            "full 4 h with session ids",
+            r.assemble(
+                &r.view(&PlaylistQuery::default()).unwrap(),
+                Some("?session_id=3f2504e0"),
+            ),
+        ),
+    ];
+    if let Ok(path) = std::env::var("HLS_BENCH_PLAYLIST") {
+        std::fs::write(path, &bodies[0].1).unwrap();
+    }
+    for (what, plain) in &bodies {
+        let mut line = format!("{what}: plain {} B", plain.len());
+        for level in [1, 6, 9] {
+            let n = if plain.len() > 100_000 { 50 } else { 500 };
+            let gz = gzip_at(plain, level).unwrap();
+            let cost = per_op(n, || {
+                std::hint::black_box(gzip_at(plain, level));
+            });
+            line += &format!(
+                ", gzip -{level} {} B ({:.1} %) in {cost:?}",
+                gz.len(),
+                100.0 * gz.len() as f64 / plain.len() as f64
+            );
+        }
+        let br = brotli(plain).unwrap();
+        let cost = per_op(if plain.len() > 100_000 { 20 } else { 200 }, || {
+            std::hint::black_box(brotli(plain));
+        });
+        line += &format!(
+            ", br q{BROTLI_QUALITY} {} B ({:.1} %) in {cost:?}",
+            br.len(),
+            100.0 * br.len() as f64 / plain.len() as f64
+        );
+        println!("{line}");
+    }
+}

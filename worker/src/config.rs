@@ -18,6 +18,11 @@ pub const DEFAULT_REWIND: Duration = Duration::from_secs(4 * 3600);
 pub const DEFAULT_BURST: Duration = Duration::from_secs(30);
 pub const DEFAULT_ICY_METAINT: u32 = 16000;
 pub const DEFAULT_HLS_SEGMENT: Duration = Duration::from_secs(6);
+/// What the plain HLS playlist lists by default (the whole buffer stays reachable).
+pub const DEFAULT_HLS_LIVE_WINDOW: Duration = Duration::from_secs(3600);
+/// The live window holds at least this many target durations (the HLS minimum for a live
+/// playlist a player can start in).
+pub const HLS_LIVE_WINDOW_MIN_TARGETS: u64 = 3;
 pub const DEFAULT_MAX_LAG: Duration = Duration::from_secs(30);
 
 use streammachine_contract::{KeyProblem, bounds, check_key};
@@ -99,6 +104,9 @@ pub struct FileConfig {
     pub listener_max_lag: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     pub shutdown_timeout: Option<Duration>,
+    /// Every stream's `hls_live_window` unless it sets its own.
+    #[serde(default, with = "humantime_serde")]
+    pub hls_live_window: Option<Duration>,
     /// Server-wide webhooks: every stream's events they ask for.
     pub webhooks: Option<Vec<WebhookConfig>>,
     pub streams: Option<BTreeMap<String, StreamConfig>>,
@@ -143,6 +151,7 @@ pub struct Settings {
     pub source_timeout: Duration,
     pub listener_max_lag: Duration,
     pub shutdown_timeout: Duration,
+    pub hls_live_window: Duration,
     pub webhooks: Vec<WebhookConfig>,
     pub streams: BTreeMap<String, StreamConfig>,
 }
@@ -166,6 +175,7 @@ impl Settings {
             source_timeout: Duration::from_secs(10),
             listener_max_lag: DEFAULT_MAX_LAG,
             shutdown_timeout: Duration::from_secs(10),
+            hls_live_window: DEFAULT_HLS_LIVE_WINDOW,
             webhooks: vec![],
             streams: BTreeMap::from([(DEFAULT_STREAM.to_string(), StreamConfig::default())]),
         }
@@ -190,6 +200,7 @@ impl Settings {
             source_timeout,
             listener_max_lag,
             shutdown_timeout,
+            hls_live_window,
             webhooks,
             streams
         );
@@ -252,6 +263,9 @@ impl Settings {
         for (key, s) in &self.streams {
             validate_key(key)?;
             s.validate(&format!("streams.{key}"))?;
+            if s.hls_live_window.is_none() {
+                check_live_window("hls_live_window", self.hls_live_window, s.hls_segment)?;
+            }
         }
         if !self.admin_listen.ip().is_loopback() && self.admin_token.is_none() && !token_elsewhere {
             return Err(invalid(
@@ -284,6 +298,11 @@ impl Settings {
             fallback: c.fallback.clone(),
             group: c.group.clone(),
             hls_segment: c.hls_segment.unwrap_or(DEFAULT_HLS_SEGMENT),
+            // Longer than the buffer would only say "everything": the buffer is the limit.
+            hls_live_window: c
+                .hls_live_window
+                .unwrap_or(self.hls_live_window)
+                .min(c.rewind.unwrap_or(self.rewind)),
             silence: SilenceSettings::of(c.silence.as_ref()),
             monitored: c.monitored.unwrap_or(true),
             webhooks: c.webhooks.clone(),
@@ -312,6 +331,28 @@ fn check_duration(
         ));
     }
     Ok(())
+}
+
+/// A live window must hold [`HLS_LIVE_WINDOW_MIN_TARGETS`] target durations of the stream's
+/// segment length (`None`: the default).
+fn check_live_window(
+    key: &str,
+    window: Duration,
+    segment: Option<Duration>,
+) -> Result<(), ConfigError> {
+    let l = crate::serve::hls::index::segment_len_us(segment.unwrap_or(DEFAULT_HLS_SEGMENT));
+    let target = crate::serve::hls::index::target_duration(l);
+    let min = Duration::from_secs(HLS_LIVE_WINDOW_MIN_TARGETS * target);
+    check_duration(key, window, min, None).map_err(|_| {
+        invalid(
+            key,
+            format!(
+                "must be at least {} (three target durations of {} s)",
+                humantime::format_duration(min),
+                target
+            ),
+        )
+    })
 }
 
 /// Stream keys become URL path segments and NATS/Redis names (the rule is the contract's).
@@ -366,6 +407,9 @@ impl ValidateStream for StreamConfig {
                 Duration::from_secs(bounds::HLS_SEGMENT_MIN_SECS),
                 Some(Duration::from_secs(bounds::HLS_SEGMENT_MAX_SECS)),
             )?;
+        }
+        if let Some(w) = self.hls_live_window {
+            check_live_window(&format!("{prefix}.hls_live_window"), w, self.hls_segment)?;
         }
         if let Some(p) = &self.source_password
             && p.is_empty()
@@ -471,6 +515,8 @@ pub struct StreamSettings {
     pub fallback: Option<String>,
     pub group: Option<String>,
     pub hls_segment: Duration,
+    /// What the plain HLS playlist lists (at most the rewind buffer).
+    pub hls_live_window: Duration,
     pub silence: SilenceSettings,
     /// Raise `stream.sourceless.*` when the stream has no source for 30 s.
     pub monitored: bool,
@@ -575,6 +621,48 @@ mod tests {
         assert!(err.contains("streams.live.silence.trip_after"), "{err}");
         assert!(
             FileConfig::parse("streams:\n  live:\n    silence:\n      action: panic\n").is_err()
+        );
+    }
+
+    #[test]
+    fn hls_live_window_defaults_overrides_bounds_and_clamp() {
+        let settings = |yaml: &str| {
+            let mut s = Settings::defaults("pw".into());
+            s.apply_file(FileConfig::parse(yaml).unwrap());
+            s
+        };
+        let s = settings("streams:\n  live: {}\n");
+        s.validate().unwrap();
+        let live = s.stream("live", &s.streams["live"]);
+        assert_eq!(live.hls_live_window, DEFAULT_HLS_LIVE_WINDOW);
+        // Server-wide, per stream, and never longer than the stream's buffer.
+        let s = settings(
+            "hls_live_window: 10m\nstreams:\n  a: {}\n  b:\n    hls_live_window: 2h\n  c:\n    rewind: 30m\n    hls_live_window: 2h\n",
+        );
+        s.validate().unwrap();
+        let w = |k: &str| s.stream(k, &s.streams[k]).hls_live_window;
+        assert_eq!(w("a"), Duration::from_secs(600));
+        assert_eq!(w("b"), Duration::from_secs(7200));
+        assert_eq!(w("c"), Duration::from_secs(1800));
+        // At least three target durations: 39 s for 6 s segments, 63 s for 10 s ones.
+        settings("streams:\n  live:\n    hls_live_window: 39s\n")
+            .validate()
+            .unwrap();
+        let err = settings("streams:\n  live:\n    hls_live_window: 38s\n")
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("streams.live.hls_live_window") && err.contains("39s"),
+            "{err}"
+        );
+        let err = settings("hls_live_window: 60s\nstreams:\n  live:\n    hls_segment: 10s\n")
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`hls_live_window`") && err.contains("1m 3s"),
+            "{err}"
         );
     }
 

@@ -39,6 +39,16 @@ impl PlaylistQuery {
     pub fn is_plain(&self) -> bool {
         self.window.is_none() && self.at.is_none() && self.session_id.is_none()
     }
+
+    /// The query as served: a request that names neither a window nor a time gets the stream's
+    /// live window (its delta updates too, so they stay deltas of the playlist the player
+    /// loaded); `?window=` and `?at=` keep the whole buffer within reach.
+    pub fn with_live_window(mut self, live_window: Duration) -> PlaylistQuery {
+        if self.window.is_none() && self.at.is_none() {
+            self.window = Some(live_window);
+        }
+        self
+    }
 }
 
 /// A session id as it may appear in a URI unescaped; anything else is not carried.
@@ -244,10 +254,9 @@ impl Rendered {
         let mut skipped = 0;
         if q.skip {
             let until = self.skip_until();
-            skipped = self.offsets[from..n]
-                .iter()
-                .take_while(|&&o| end - o > until)
-                .count();
+            // Offsets grow, so the skipped ones are a prefix: found by bisection, as every request
+            // (cached ones too) computes its view.
+            skipped = self.offsets[from..n].partition_point(|&o| end - o > until);
         }
         Some(View {
             from,

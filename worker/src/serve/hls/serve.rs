@@ -15,9 +15,10 @@ use bytes::Bytes;
 use tracing::debug;
 
 use super::codecs::CodecInfo;
+use super::compress::{self, Encoding};
 use super::index::{Index, IndexKey, segment_len_us, target_duration};
 use super::playlist::{
-    PlaylistQuery, Rendered, Variant, measured_bandwidth, multivariant, parse_query, render,
+    PlaylistQuery, Rendered, Variant, View, measured_bandwidth, multivariant, parse_query, render,
     valid_session_id,
 };
 use super::segment;
@@ -90,10 +91,39 @@ pub struct Built {
     key: IndexKey,
     pub index: Index,
     pub rendered: Rendered,
-    /// The plain playlist and its delta update, with their ETags.
-    full: Option<(Bytes, String)>,
-    delta: Option<(Bytes, String)>,
+    /// The playlists most requests get, with their gzip and brotli forms: the live window and its delta
+    /// update, the whole buffer (`?window=` longer than it) and its delta update. A request
+    /// whose view is one of these gets its bytes.
+    cached: Vec<CachedPlaylist>,
     pub bandwidth: Option<(u64, u64)>,
+}
+
+/// One playlist built once per index, in each representation (plain, gzip, brotli).
+struct CachedPlaylist {
+    view: View,
+    plain: Bytes,
+    etag: String,
+    /// `None` if compression failed: such a request gets the plain body.
+    gzip: Option<Bytes>,
+    gzip_etag: String,
+    br: Option<Bytes>,
+    br_etag: String,
+}
+
+impl CachedPlaylist {
+    fn new(rendered: &Rendered, view: View) -> CachedPlaylist {
+        let plain = rendered.assemble(&view, None);
+        let etag = etag_of(&plain);
+        CachedPlaylist {
+            view,
+            gzip: compress::gzip_at(&plain, compress::CACHED_LEVEL),
+            gzip_etag: compress::encoded_etag(&etag, Encoding::Gzip),
+            br: compress::brotli(&plain),
+            br_etag: compress::encoded_etag(&etag, Encoding::Brotli),
+            plain,
+            etag,
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -157,22 +187,22 @@ pub fn rebuild(stream: &Stream) -> Option<Arc<Built>> {
         settings.format.extension(),
         aac,
     );
-    let plain = PlaylistQuery::default();
-    let full = rendered.view(&plain).map(|v| {
-        let body = rendered.assemble(&v, None);
-        let etag = etag_of(&body);
-        (body, etag)
-    });
-    let delta = rendered
-        .view(&PlaylistQuery {
-            skip: true,
-            ..plain
-        })
-        .map(|v| {
-            let body = rendered.assemble(&v, None);
-            let etag = etag_of(&body);
-            (body, etag)
-        });
+    // The plain request's playlist, and the whole buffer, each with its delta update (a buffer
+    // shorter than the live window makes them the same: built once).
+    let live = PlaylistQuery::default().with_live_window(settings.hls_live_window);
+    // No window: from the oldest segment, as `?window=` longer than the buffer is.
+    let whole = PlaylistQuery::default();
+    let mut playlists: Vec<CachedPlaylist> = vec![];
+    for q in [live, whole] {
+        for skip in [false, true] {
+            let Some(view) = rendered.view(&PlaylistQuery { skip, ..q.clone() }) else {
+                continue;
+            };
+            if !playlists.iter().any(|c| c.view == view) {
+                playlists.push(CachedPlaylist::new(&rendered, view));
+            }
+        }
+    }
     let bandwidth = measured_bandwidth(&index);
     let mut cached = lock(&stream.hls.built);
     if cached.as_ref().is_some_and(|b| b.key.segment_len != l) {
@@ -182,8 +212,7 @@ pub fn rebuild(stream: &Stream) -> Option<Arc<Built>> {
         key,
         index,
         rendered,
-        full,
-        delta,
+        cached: playlists,
         bandwidth,
     });
     *cached = Some(b.clone());
@@ -252,37 +281,77 @@ pub fn media_playlist(app: &Arc<App>, key: &str, query: &str, headers: &HeaderMa
         (None, Some(id)) => Some(format!("?session_id={id}")),
         _ => None,
     };
-    let cached = if q.window.is_none() && q.at.is_none() && suffix.is_none() {
-        if q.skip {
-            b.delta.as_ref()
-        } else {
-            b.full.as_ref()
-        }
-    } else {
-        None
+    let q = q.with_live_window(stream.settings().hls_live_window);
+    let Some(view) = b.rendered.view(&q) else {
+        return not_on_air();
     };
-    let (body, etag, clamped) = match cached {
-        Some((body, etag)) => (body.clone(), Some(etag.as_str()), false),
+    let accepted = compress::negotiate(
+        headers
+            .get_all(header::ACCEPT_ENCODING)
+            .iter()
+            .filter_map(|v| v.to_str().ok()),
+    );
+    let cached = match suffix {
+        None => b.cached.iter().find(|c| c.view == view),
+        Some(_) => None,
+    };
+    let (body, etag, encoding) = match cached {
+        Some(c) => match (accepted.choose(c.br.is_some()), &c.gzip, &c.br) {
+            (Encoding::Brotli, _, Some(br)) => {
+                (br.clone(), Some(c.br_etag.as_str()), Encoding::Brotli)
+            }
+            (Encoding::Gzip, Some(gz), _) => {
+                (gz.clone(), Some(c.gzip_etag.as_str()), Encoding::Gzip)
+            }
+            _ => (c.plain.clone(), Some(c.etag.as_str()), Encoding::Identity),
+        },
         None => {
-            let Some(view) = b.rendered.view(&q) else {
-                return not_on_air();
-            };
-            (
-                b.rendered.assemble(&view, suffix.as_deref()),
-                None,
-                view.clamped,
-            )
+            let plain = b.rendered.assemble(&view, suffix.as_deref());
+            // Assembled for this request alone: gzip at the fastest level costs less than
+            // sending the bytes it saves; brotli would cost ten times more (docs/hls.md).
+            let gz = (accepted.choose(false) == Encoding::Gzip)
+                .then(|| compress::gzip_at(&plain, compress::PER_REQUEST_LEVEL))
+                .flatten();
+            match gz {
+                Some(gz) => (gz, None, Encoding::Gzip),
+                None => (plain, None, Encoding::Identity),
+            }
         }
     };
     if let Some(etag) = etag
-        && not_modified(headers, etag)
+        && compress::none_match(
+            headers
+                .get_all(header::IF_NONE_MATCH)
+                .iter()
+                .filter_map(|v| v.to_str().ok()),
+            etag,
+        )
     {
-        return playlist_headers(StatusCode::NOT_MODIFIED.into_response(), Some(etag), false);
+        return playlist_headers(
+            StatusCode::NOT_MODIFIED.into_response(),
+            etag_header(etag),
+            Encoding::Identity,
+            false,
+        );
     }
-    playlist_headers(body.into_response(), etag, clamped)
+    playlist_headers(
+        body.into_response(),
+        etag.and_then(etag_header),
+        encoding,
+        view.clamped,
+    )
 }
 
-fn playlist_headers(mut r: Response, etag: Option<&str>, clamped: bool) -> Response {
+fn etag_header(etag: &str) -> Option<HeaderValue> {
+    HeaderValue::from_str(etag).ok()
+}
+
+fn playlist_headers(
+    mut r: Response,
+    etag: Option<HeaderValue>,
+    encoding: Encoding,
+    clamped: bool,
+) -> Response {
     let h = r.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
@@ -291,7 +360,12 @@ fn playlist_headers(mut r: Response, etag: Option<&str>, clamped: bool) -> Respo
     // The playlist changes at segment boundaries; a second of caching lets a CDN collapse the
     // reloads of many listeners into one.
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=1"));
-    if let Some(e) = etag.and_then(|e| HeaderValue::from_str(e).ok()) {
+    // The same URL has a plain and a gzip representation: caches must key on the header.
+    h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+    if let Some(e) = encoding.header() {
+        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static(e));
+    }
+    if let Some(e) = etag {
         h.insert(header::ETAG, e);
     }
     if clamped {

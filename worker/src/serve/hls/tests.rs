@@ -829,3 +829,78 @@ fn a_source_switch_mid_slot_keeps_every_frame() {
         assert_eq!(Index::build(&buffer_of(&out), L), index);
     }
 }
+
+#[test]
+fn the_live_window_applies_to_plain_requests_and_their_deltas_only() {
+    let w = Duration::from_secs(600);
+    let live = |q: PlaylistQuery| q.with_live_window(w);
+    assert_eq!(live(PlaylistQuery::default()).window, Some(w));
+    let delta = live(PlaylistQuery {
+        skip: true,
+        ..Default::default()
+    });
+    assert_eq!((delta.window, delta.skip), (Some(w), true));
+    let sid = live(PlaylistQuery {
+        session_id: Some("s1".into()),
+        ..Default::default()
+    });
+    assert_eq!(sid.window, Some(w));
+    // An explicit window (longer or shorter) and a start time keep what they ask for.
+    for asked in [Duration::from_secs(60), Duration::from_secs(86_400)] {
+        let q = live(PlaylistQuery {
+            window: Some(asked),
+            skip: true,
+            ..Default::default()
+        });
+        assert_eq!(q.window, Some(asked));
+    }
+    let at = live(PlaylistQuery {
+        at: Some(1),
+        ..Default::default()
+    });
+    assert_eq!(at.window, None);
+
+    // Over an hour of audio: the windowed playlist lists the newest ten minutes, its delta
+    // update is that playlist with its older segments skipped, and the whole buffer stays
+    // reachable with `?window=`.
+    let script = station(1, 9);
+    let mut buffer = RewindBuffer::new(Duration::from_secs(4 * 3600));
+    for c in &script.chunks {
+        buffer.push(c.clone());
+    }
+    let r = render(&Index::build(&buffer, L), "x/seg/", "mp3", false);
+    let whole = playlist(&r, &PlaylistQuery::default());
+    let windowed = playlist(&r, &live(PlaylistQuery::default()));
+    let listed: f64 = windowed.segments.iter().map(|s| s.extinf).sum();
+    assert!((594.0..=606.0).contains(&listed), "{listed}");
+    assert!(whole.segments.len() > 4 * windowed.segments.len());
+    assert_eq!(
+        whole.segments.last().map(|s| &s.uri),
+        windowed.segments.last().map(|s| &s.uri)
+    );
+    let delta = playlist(
+        &r,
+        &live(PlaylistQuery {
+            skip: true,
+            ..Default::default()
+        }),
+    );
+    assert!(delta.skipped > 0);
+    assert_eq!(delta.msn, windowed.msn);
+    let mut expanded = windowed.segments[..delta.skipped].to_vec();
+    expanded.extend(delta.segments.iter().cloned());
+    let mut dsn = delta.dsn;
+    for s in &mut expanded {
+        dsn += u64::from(s.discontinuity);
+        s.dsn = dsn;
+    }
+    assert!(expanded == windowed.segments);
+    let dvr = playlist(
+        &r,
+        &live(PlaylistQuery {
+            window: Some(Duration::from_secs(86_400)),
+            ..Default::default()
+        }),
+    );
+    assert_eq!(dvr.segments, whole.segments);
+}
