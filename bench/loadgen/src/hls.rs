@@ -41,6 +41,10 @@ pub struct Args {
         default_value = "hlsjs,avplayer,ffmpeg"
     )]
     profiles: Vec<Profile>,
+    /// The measurement window (`window` in the report) starts this long after the last player
+    /// started (past every player's start-up burst) and lasts to the end; at most half the hold.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    warmup: Duration,
     /// Give up on a connection or an answer after this long.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     timeout: Duration,
@@ -61,15 +65,18 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     // Own source addresses only work towards loopback; elsewhere the system picks.
     let bind_own = addr.ip().is_loopback() && addr.is_ipv4();
-    let target = Arc::new(Target {
-        addr,
-        path,
-        timeout: args.timeout,
-    });
     let ramp = Duration::from_secs_f64(args.sessions as f64 / args.rate as f64);
     let interval = Duration::from_secs_f64(1.0 / args.rate as f64);
     let started = Instant::now();
     let end = started + ramp + args.hold;
+    let warmup = args.warmup.min(args.hold / 2);
+    let window_seconds = (args.hold - warmup).as_secs_f64();
+    let target = Arc::new(Target {
+        addr,
+        path,
+        window_start: started + ramp + warmup,
+        timeout: args.timeout,
+    });
     let mut tasks = Vec::with_capacity(args.sessions);
     for i in 0..args.sessions {
         tokio::time::sleep_until(started + interval * i as u32).await;
@@ -97,9 +104,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let mut by_profile = BTreeMap::new();
     for p in &args.profiles {
         let of: Vec<_> = stats.iter().filter(|s| s.profile == *p).collect();
-        by_profile.insert(p.name(), summary(&of));
+        by_profile.insert(p.name(), summary(&of, window_seconds));
     }
-    let mut report = summary(&all);
+    let mut report = summary(&all, window_seconds);
     report["mode"] = "hls".into();
     report["url"] = args.url.clone().into();
     report["started"] = args.sessions.into();
@@ -111,23 +118,19 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let r = &report;
     eprintln!(
         "loadgen hls: {} sessions, ok {}, failed {}, stalls {} in {} sessions; {:.0} kbit/s per session \
-         (playlists {:.1}, segments {:.1}); TTFB p99 playlist {:.1} ms, segment {:.1} ms; errors {}; reconnects {}",
+         in the window (playlists {:.1}, segments {:.1}); TTFB p99 playlist {:.1} ms, segment {:.1} ms; errors {}; reconnects {}",
         args.sessions,
         r["ok"],
         r["failed"],
         r["stalls"],
         r["stalled_sessions"],
-        r["kbps_per_session"].as_f64().unwrap_or(0.0),
-        r["playlist"]["bytes_per_session_second"]
+        r["window"]["kbps_per_session"].as_f64().unwrap_or(0.0),
+        r["window"]["playlist_kbps_per_session"]
             .as_f64()
-            .unwrap_or(0.0)
-            * 8.0
-            / 1000.0,
-        r["segment"]["bytes_per_session_second"]
+            .unwrap_or(0.0),
+        r["window"]["segment_kbps_per_session"]
             .as_f64()
-            .unwrap_or(0.0)
-            * 8.0
-            / 1000.0,
+            .unwrap_or(0.0),
         r["playlist"]["ttfb_ms"]["p99"].as_f64().unwrap_or(f64::NAN),
         r["segment"]["ttfb_ms"]["p99"].as_f64().unwrap_or(f64::NAN),
         r["errors"],

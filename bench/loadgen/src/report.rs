@@ -25,8 +25,8 @@ fn ttfb(mut v: Vec<f32>) -> Value {
     })
 }
 
-/// The report of a group of sessions.
-pub fn summary(sessions: &[&Stats]) -> Value {
+/// The report of a group of sessions; `window_seconds` is the length of the measurement window.
+pub fn summary(sessions: &[&Stats], window_seconds: f64) -> Value {
     let sum = |f: &dyn Fn(&Stats) -> u64| sessions.iter().map(|s| f(s)).sum::<u64>();
     let session_seconds: f64 = sessions.iter().map(|s| s.seconds).sum();
     let per_session_second = |bytes: u64| {
@@ -55,6 +55,16 @@ pub fn summary(sessions: &[&Stats]) -> Value {
             .flat_map(|s| f(s).iter().copied())
             .collect::<Vec<f32>>()
     };
+    let window_kbps = |bytes: u64| {
+        let session_seconds = window_seconds * sessions.len() as f64;
+        if session_seconds > 0.0 {
+            bytes as f64 * 8.0 / 1000.0 / session_seconds
+        } else {
+            0.0
+        }
+    };
+    let window_playlist = sum(&|s| s.window_playlist_bytes);
+    let window_segment = sum(&|s| s.window_segment_bytes);
     json!({
         "sessions": sessions.len(),
         "ok": sessions.len() - failed,
@@ -82,6 +92,14 @@ pub fn summary(sessions: &[&Stats]) -> Value {
             "ttfb_ms": ttfb(ttfbs(&|s| &s.segment_ttfb_ms)),
         },
         "kbps_per_session": per_session_second(playlist_bytes + segment_bytes) * 8.0 / 1000.0,
+        "window": {
+            "seconds": window_seconds,
+            "playlist_bytes": window_playlist,
+            "segment_bytes": window_segment,
+            "playlist_kbps_per_session": window_kbps(window_playlist),
+            "segment_kbps_per_session": window_kbps(window_segment),
+            "kbps_per_session": window_kbps(window_playlist + window_segment),
+        },
         "errors": errors,
         "reconnects": sum(&|s| s.reconnects),
         "missed_segments": sum(&|s| s.missed_segments),

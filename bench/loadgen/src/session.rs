@@ -21,6 +21,8 @@ const MAX_FAILURES_IN_ROW: u32 = 10;
 
 pub struct Target {
     pub addr: SocketAddr,
+    /// From here to the end of the run, bytes are also counted in the window totals.
+    pub window_start: Instant,
     /// The media playlist's path, e.g. `/live.m3u8`.
     pub path: String,
     pub timeout: Duration,
@@ -37,6 +39,10 @@ pub struct Stats {
     pub playlist_bytes: u64,
     pub segment_requests: u64,
     pub segment_bytes: u64,
+    /// The same, of answers that arrived inside the measurement window (steady state: every
+    /// player started and past its start-up burst).
+    pub window_playlist_bytes: u64,
+    pub window_segment_bytes: u64,
     pub playlist_ttfb_ms: Vec<f32>,
     pub segment_ttfb_ms: Vec<f32>,
     /// By HTTP status, or `transport` / `bad_playlist`.
@@ -61,6 +67,8 @@ impl Stats {
             playlist_bytes: 0,
             segment_requests: 0,
             segment_bytes: 0,
+            window_playlist_bytes: 0,
+            window_segment_bytes: 0,
             playlist_ttfb_ms: vec![],
             segment_ttfb_ms: vec![],
             errors: BTreeMap::new(),
@@ -127,6 +135,9 @@ pub async fn run(
             Ok(r) => {
                 st.playlist_ttfb_ms.push(ms(r.ttfb));
                 st.playlist_bytes += r.wire_bytes;
+                if Instant::now() >= target.window_start {
+                    st.window_playlist_bytes += r.wire_bytes;
+                }
                 match r.status {
                     304 => {
                         st.playlist_not_modified += 1;
@@ -154,6 +165,7 @@ pub async fn run(
                                     &path,
                                     &p,
                                     from,
+                                    target.window_start,
                                     end,
                                     &mut st,
                                     &mut failures_in_row,
@@ -203,6 +215,7 @@ async fn fetch_segments(
     playlist_path: &str,
     p: &Playlist,
     from: u64,
+    window_start: Instant,
     end: Instant,
     st: &mut Stats,
     failures_in_row: &mut u32,
@@ -241,6 +254,9 @@ async fn fetch_segments(
             Ok(r) => {
                 st.segment_ttfb_ms.push(ms(r.ttfb));
                 st.segment_bytes += r.wire_bytes;
+                if Instant::now() >= window_start {
+                    st.window_segment_bytes += r.wire_bytes;
+                }
                 if r.status == 200 {
                     *failures_in_row = 0;
                     let now = secs(Instant::now());
