@@ -38,7 +38,8 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 WARMUP=$(python3 -c "print(min($WARMUP, $HOLD / 2))")
 
 echo "== building (release)" >&2
-cargo build --release -q -p streammachine --bin streammachine -p loadgen
+cargo build --release -q -p streammachine --bin streammachine
+cargo build --release -q -p loadgen
 SM_BIN=$TARGET/release/streammachine
 LOADGEN=$TARGET/release/loadgen
 echo "== four-hour buffer dump" >&2

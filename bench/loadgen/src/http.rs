@@ -15,8 +15,7 @@ const MAX_HEAD: usize = 64 * 1024;
 
 pub struct Response {
     pub status: u16,
-    /// Header names in lower case.
-    pub headers: Vec<(String, String)>,
+    pub headers: Headers,
     /// The body as sent (still compressed; chunk framing removed).
     pub body: Vec<u8>,
     /// Bytes on the wire: head plus body with any framing.
@@ -247,8 +246,11 @@ impl Conn {
     }
 }
 
-/// Status, headers (names lower-cased) and whether it is HTTP/1.0.
-fn parse_head(head: &[u8]) -> anyhow::Result<(u16, Vec<(String, String)>, bool)> {
+/// Header (name in lower case, value) pairs.
+type Headers = Vec<(String, String)>;
+
+/// Status, headers and whether it is HTTP/1.0.
+fn parse_head(head: &[u8]) -> anyhow::Result<(u16, Headers, bool)> {
     let text = std::str::from_utf8(head).context("answer head is not text")?;
     let mut lines = text.split("\r\n");
     let status_line = lines.next().unwrap_or("");
