@@ -320,4 +320,30 @@ mod tests {
         assert_eq!((r.status, r.body.len()), (304, 0));
         assert_eq!(c.reconnects, 0);
     }
+
+    #[tokio::test]
+    async fn a_connection_the_server_closed_is_reopened() {
+        // One answer per connection, then close (like a server's idle timeout between reloads).
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let (mut s, _) = l.accept().await.unwrap();
+                let mut buf = vec![0u8; 4096];
+                let _ = s.read(&mut buf).await.unwrap();
+                s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    .await
+                    .unwrap();
+                let _ = s.shutdown().await;
+            }
+        });
+        let mut c = Conn::new(addr, Some([127, 0, 0, 9].into()), Duration::from_secs(5));
+        let req = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+        for _ in 0..3 {
+            let r = c.send(req).await.unwrap();
+            assert_eq!(&r.body[..], b"ok");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(c.reconnects, 2);
+    }
 }
