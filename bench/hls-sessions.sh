@@ -105,17 +105,18 @@ measure() { # name kind(hls|icy) profiles
   local from to; from=$(python3 -c "print($launch + $N / $RATE + $WARMUP)")
   to=$(python3 -c "print($launch + $N / $RATE + $HOLD - 0.5)")
   sleep_until "$from"
-  local c1 t1 s1 h1; c1=$(cpu_ticks "$SERVER"); t1=$(now); s1=$(metric "$SENT_SERIES"); h1=$(metric "$HLS_SERIES")
+  local c1 t1 s1 h1 l1; c1=$(cpu_ticks "$SERVER"); t1=$(now); s1=$(metric "$SENT_SERIES")
+  h1=$(metric "$HLS_SERIES"); l1=$(cpu_ticks "$lg")
   sleep_until "$to"
-  local c2 t2 s2; c2=$(cpu_ticks "$SERVER"); t2=$(now); s2=$(metric "$SENT_SERIES")
+  local c2 t2 s2 l2; c2=$(cpu_ticks "$SERVER"); t2=$(now); s2=$(metric "$SENT_SERIES"); l2=$(cpu_ticks "$lg")
   wait "$lg" || { echo "loadgen failed in $name:" >&2; cat "$WORK/$name.err" >&2; exit 1; }
   cat "$WORK/$name.err" >&2
   python3 - "$name" "$kind" "$N" "$HZ" "$BITRATE" "$c0" "$t0" "$cb" "$tb" "$c1" "$t1" "$c2" "$t2" \
-    "$s1" "$s2" "$h1" "$WORK/$name.json" >>"$WORK/rows" <<'PY'
+    "$s1" "$s2" "$h1" "$l1" "$l2" "$WORK/$name.json" >>"$WORK/rows" <<'PY'
 import json, sys
 name, kind, n, hz, bitrate = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5])
-c0, t0, cb, tb, c1, t1, c2, t2, s1, s2, h1 = map(float, sys.argv[6:17])
-r = json.load(open(sys.argv[17]))
+c0, t0, cb, tb, c1, t1, c2, t2, s1, s2, h1, l1, l2 = map(float, sys.argv[6:19])
+r = json.load(open(sys.argv[19]))
 idle = (cb - c0) / hz / (tb - t0)          # CPU s per s, the source alone
 busy = (c2 - c1) / hz / (t2 - t1)          # CPU s per s, every session playing
 cpu = max(busy - idle, 0) * 60 / n         # CPU s per session-minute
@@ -134,7 +135,8 @@ else:
            "ttfb_p99_playlist": None, "ttfb_p99_segment": r["ttfb_ms"]["p99"],
            "errors": {}, "reconnects": 0, "counted": None}
 row.update({"name": name, "kind": kind, "sessions": n, "cpu_s_per_session_minute": cpu,
-            "cpu_cores_busy": busy, "cpu_cores_idle": idle, "window_s": t2 - t1,
+            "cpu_cores_busy": busy, "cpu_cores_idle": idle,
+            "loadgen_cores": (l2 - l1) / hz / (t2 - t1), "window_s": t2 - t1,
             "x_bitrate": row["kbps"] / bitrate})
 print(json.dumps(row))
 PY
@@ -164,8 +166,8 @@ print(f"Run {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC on
       f" buffer plus a live source; full playlist {segs} segments, {int(size) // 1000} KB; server"
       f" compresses playlists: {gzip}. Command: `N={n} HOLD={hold} RATE={rate} bench/hls-sessions.sh`.\n")
 print("| load | sessions | ok / failed | counted by server | stalls (sessions) | TTFB p99 ms playlist / segment |"
-      " CPU ms / session-minute | × ICY | egress kbit/s per session (playlists) | × audio bitrate | reconnects | errors |")
-print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+      " CPU ms / session-minute | × ICY | server / loadgen cores | egress kbit/s per session (playlists) | × audio bitrate | reconnects | errors |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 fmt = lambda v: "–" if v is None else f"{v:.1f}"
 for r in rows:
     ratio = (f"{r['cpu_s_per_session_minute'] / icy['cpu_s_per_session_minute']:.2f}"
@@ -174,7 +176,7 @@ for r in rows:
     errors = ", ".join(f"{k}: {v}" for k, v in r["errors"].items()) or "none"
     print(f"| {r['name']} | {r['sessions']} | {r['ok']} / {r['failed']} | {counted} | {r['stalls']} ({r['stalled']}) |"
           f" {fmt(r['ttfb_p99_playlist'])} / {fmt(r['ttfb_p99_segment'])} | {r['cpu_s_per_session_minute'] * 1000:.2f} |"
-          f" {ratio} | {r['kbps']:.1f} ({r['playlist_kbps']:.1f}) | {r['x_bitrate']:.2f} | {r['reconnects']} | {errors} |")
+          f" {ratio} | {r['cpu_cores_busy']:.2f} / {r['loadgen_cores']:.2f} | {r['kbps']:.1f} ({r['playlist_kbps']:.1f}) | {r['x_bitrate']:.2f} | {r['reconnects']} | {errors} |")
 print("\nCPU is the server's utime+stime over the measured part of the hold, less its idle rate with"
       " only the source just before, per session-minute. HLS egress is what the players received in"
       " that window (heads included, compressed bodies as sent); ICY egress is the server's"
