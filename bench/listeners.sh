@@ -86,7 +86,7 @@ measure() { # server-name start-fn listeners
   local c0 t0 rss0; c0=$(cpu_ticks "$SERVER"); t0=$(date +%s.%N); rss0=$(rss_kb "$SERVER")
   sleep 5
   local cb tb; cb=$(cpu_ticks "$SERVER"); tb=$(date +%s.%N)
-  "$LOADGEN" --url "http://127.0.0.1:$port/live" --listeners "$n" --rate "$RATE" \
+  "$LOADGEN" listen --url "http://127.0.0.1:$port/live" --listeners "$n" --rate "$RATE" \
     --hold "${HOLD}s" >"$WORK/$name-$n.json" 2>"$WORK/$name-$n.err" &
   local lg=$!; PIDS+=("$lg")
   local ramp; ramp=$(python3 -c "print($n/$RATE + 3)")
