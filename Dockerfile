@@ -20,8 +20,8 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/usr/local/cargo/git \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked -p streammachine -p streammachine-operator \
-    && install -D -m 0755 target/release/streammachine /out/streammachine \
-    && install -D -m 0755 target/release/streammachine-operator /out/streammachine-operator
+    && install -D -s -m 0755 target/release/streammachine /out/streammachine \
+    && install -D -s -m 0755 target/release/streammachine-operator /out/streammachine-operator
 
 # The runtime root, assembled like scripts/image.sh does: the binaries, the libraries they link
 # (ldd, plus the dynamic loader), the CA bundle (https fallback relays), passwd/group with the

@@ -27,7 +27,7 @@ cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 
 echo "== building (release)"
-cargo build --release -q -p streammachine --bin streammachine
+cargo build --release -q --workspace --bins
 echo "== in-process: four-hour playlist request cost"
 cargo test --release -q -p streammachine-e2e --test hls_bench -- --ignored --nocapture \
   four_hour_playlist_request 2>&1 | grep -E 'playlist|rebuild|segments'

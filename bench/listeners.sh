@@ -24,8 +24,7 @@ trap cleanup EXIT
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 command -v icecast2 >/dev/null || { echo "icecast2 missing: apt-get install icecast2" >&2; exit 1; }
-cargo build --release -q -p streammachine --bin streammachine
-cargo build --release -q -p loadgen
+cargo build --release -q --workspace --bins  # one feature set for every binary: no rebuild between scripts
 SM=target/release/streammachine
 LOADGEN=target/release/loadgen
 FIXTURE=$WORK/noise.mp3

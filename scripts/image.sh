@@ -56,7 +56,8 @@ mkdir -p "$rootfs/usr/local/bin" "$rootfs/etc/ssl/certs" "$rootfs/data" "$rootfs
 chmod 1777 "$rootfs/tmp"
 
 for b in "${bins[@]}"; do
-  install -m 0755 "$bin_dir/$b" "$rootfs/usr/local/bin/$b"
+  # Stripped: the release profile keeps line tables for profiling, the image does not need them.
+  install -s -m 0755 "$bin_dir/$b" "$rootfs/usr/local/bin/$b"
 done
 # Every library the binaries link, at the path the loader looks it up (ldd prints resolved
 # paths; the loader itself appears as an absolute path without `=>`).
