@@ -228,3 +228,48 @@ async fn the_direct_path_answers_like_the_router_on_one_keep_alive_connection() 
         1.0
     );
 }
+
+/// Listener limits hold for HLS on the direct path: a session takes one slot however many
+/// requests it makes, and a session beyond the limit gets the router's 503.
+#[tokio::test]
+async fn hls_sessions_count_once_against_the_listener_limit() {
+    let dir = streammachine_e2e::temp_dir();
+    let config = dir.path().join("c.yaml");
+    std::fs::write(&config, "streams:\n  live:\n    max_listeners: 2\n").unwrap();
+    let server = Server::standalone(&["--config", config.to_str().unwrap()]).await;
+    let _enc = Encoder::push(
+        &fixture(Format::Mp3, 40, 6),
+        Format::Mp3,
+        &server.source_url("live"),
+        Pace::Fast,
+        false,
+    );
+    server.wait_buffer("live", 30.0, T).await;
+    server.wait_settled("live", Duration::from_secs(1), T).await;
+    let text = server.get("/live.m3u8").await.text().await.unwrap();
+    let uris: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .collect();
+    assert!(uris.len() >= 3, "{text}");
+    let mut conn = Raw::connect(&server).await;
+    let mut fetch = async |uri: &str, session: &str| {
+        conn.send(&get(&format!("/{uri}?session_id={session}"), ""))
+            .await;
+        conn.answer(false).await.status_line
+    };
+    for uri in &uris[..3] {
+        assert_eq!(fetch(uri, "a").await, "HTTP/1.1 200 OK");
+        assert_eq!(fetch(uri, "b").await, "HTTP/1.1 200 OK");
+    }
+    assert_eq!(
+        fetch(uris[0], "c").await,
+        "HTTP/1.1 503 Service Unavailable"
+    );
+    assert_eq!(
+        server
+            .metric("streammachine_listeners{stream=\"live\",protocol=\"hls\"}")
+            .await,
+        2.0
+    );
+}
