@@ -32,6 +32,10 @@ pub struct Args {
     /// How long every listener stays after the last one connected.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     hold: Duration,
+    /// A listener whose longest wait between two reads exceeds this is counted as `gapped`
+    /// (audio arrives about twice a second; a longer gap is a late wake-up, short of a stall).
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    gap: Duration,
     /// A gap without data longer than this counts as a stall.
     #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
     stall: Duration,
@@ -49,6 +53,9 @@ struct Totals {
     dropped: AtomicU64,
     stalls: AtomicU64,
     stalled_listeners: AtomicU64,
+    gapped_listeners: AtomicU64,
+    /// The longest wait between two reads of any listener, µs.
+    max_gap_us: AtomicU64,
     ok: AtomicU64,
 }
 
@@ -131,6 +138,7 @@ async fn listen(
     // Read until the end of the run, counting gaps.
     let mut stalls = 0;
     let mut last = Instant::now();
+    let mut longest = Duration::ZERO;
     loop {
         let now = Instant::now();
         if now >= end {
@@ -144,7 +152,9 @@ async fn listen(
             }
             Ok(Ok(n)) => {
                 totals.bytes.fetch_add(n as u64, Ordering::Relaxed);
-                last = Instant::now();
+                let now = Instant::now();
+                longest = longest.max(now - last);
+                last = now;
             }
             Err(_) => {
                 if Instant::now() < end && last.elapsed() >= args.stall {
@@ -154,6 +164,12 @@ async fn listen(
             }
         }
     }
+    if longest > args.gap {
+        totals.gapped_listeners.fetch_add(1, Ordering::Relaxed);
+    }
+    totals
+        .max_gap_us
+        .fetch_max(longest.as_micros() as u64, Ordering::Relaxed);
     if stalls > 0 {
         totals.stalls.fetch_add(stalls, Ordering::Relaxed);
         totals.stalled_listeners.fetch_add(1, Ordering::Relaxed);
@@ -232,6 +248,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         "dropped_by_server": get(&totals.dropped),
         "stalled_listeners": get(&totals.stalled_listeners),
         "stalls": get(&totals.stalls),
+        "gapped_listeners": get(&totals.gapped_listeners),
+        "max_gap_ms": get(&totals.max_gap_us) as f64 / 1000.0,
         "ttfb_ms": {
             "p50": percentile(&ttfb, 0.50),
             "p99": percentile(&ttfb, 0.99),
@@ -242,7 +260,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         "kbps_per_listener": get(&totals.bytes) as f64 * 8.0 / 1000.0 / secs / args.listeners as f64,
     });
     eprintln!(
-        "loadgen: served {}/{} (refused {}, failed {}, bad status {}, dropped {}), stalled {}, ttfb p99 {:.1} ms",
+        "loadgen: served {}/{} (refused {}, failed {}, bad status {}, dropped {}), stalled {}, gap > {:?} {} (longest {:.0} ms), ttfb p99 {:.1} ms",
         get(&totals.ok),
         args.listeners,
         get(&totals.refused),
@@ -250,6 +268,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         get(&totals.bad_status),
         get(&totals.dropped),
         get(&totals.stalled_listeners),
+        args.gap,
+        get(&totals.gapped_listeners),
+        get(&totals.max_gap_us) as f64 / 1000.0,
         percentile(&ttfb, 0.99)
     );
     println!("{report}");
